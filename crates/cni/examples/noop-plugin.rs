@@ -1,0 +1,40 @@
+//! A minimal plugin on top of the dispatcher: ADD returns one address, everything else succeeds.
+//!
+//! Try it: `CNI_COMMAND=VERSION cargo run -p cni --example noop-plugin`.
+
+use cni::skel::{AddOutput, CmdArgs, Plugin, PluginInfo};
+use cni::{CniError, CniResult, IpConfig};
+
+struct Noop;
+
+impl Plugin for Noop {
+    fn add(&self, _args: &CmdArgs) -> Result<AddOutput, CniError> {
+        let address = "10.22.0.2/16"
+            .parse()
+            .map_err(|e| CniError::internal(format!("{e}")))?;
+        Ok(CniResult {
+            ips: vec![IpConfig::new(address)],
+            ..CniResult::default()
+        }
+        .into())
+    }
+
+    fn del(&self, _args: &CmdArgs) -> Result<(), CniError> {
+        Ok(())
+    }
+
+    fn check(&self, _args: &CmdArgs) -> Result<(), CniError> {
+        Ok(())
+    }
+}
+
+fn main() {
+    cni::init_logging("noop");
+    cni::skel::run(
+        &Noop,
+        &PluginInfo {
+            about: "CNI noop plugin rcni example".into(),
+            supported: cni::version::SUPPORTED,
+        },
+    )
+}

@@ -1,0 +1,32 @@
+//! Synchronous rtnetlink for the rcni plugins.
+//!
+//! Design (after netavark's `netlink.rs`): one blocking `NETLINK_ROUTE` socket per network
+//! namespace, a sequence-checked request/ACK/dump loop ([`socket`]) and thin typed operations
+//! ([`link`], [`addr`], [`route`], [`bridge_vlan`]). No async runtime: a CNI plugin does a handful
+//! of requests per exec, and blocking IO keeps the binary small.
+//!
+//! The public API uses only std, `ipnetwork` and this crate's own types; the
+//! `netlink-packet-*` types stay inside.
+//!
+//! Namespaces: a netlink socket belongs to the netns of the thread that created it, for its
+//! whole life. [`Netlink::new`] uses the calling thread's netns; [`Netlink::in_netns`] creates the
+//! socket on a short-lived thread inside the target netns ([`netns::run_in`]) and hands it back,
+//! so every container-side request is then sent from the host thread.
+
+pub mod addr;
+pub mod bridge_vlan;
+pub mod error;
+pub mod link;
+pub mod netns;
+pub mod route;
+pub mod socket;
+pub mod sysctl;
+mod util;
+
+pub use addr::Addr;
+pub use error::{Error, Result};
+pub use link::Link;
+pub use netns::Netns;
+pub use route::{Family, RouteEntry};
+pub use socket::Netlink;
+pub use util::{format_mac, parse_mac, random_veth_name};

@@ -1,0 +1,522 @@
+//! ADD, in the reference's order (features.md §2.2): bridge → veth → host port → spoof
+//! check → IPAM → container addresses and routes → gateway on the bridge → forwarding →
+//! masquerade → port state → result. Every per-pod step is recorded in an [`Undo`] list,
+//! so that a failure at any step leaves no veth, no allocation and no rule behind.
+
+use std::time::{Duration, Instant};
+
+use cni::skel::CmdArgs;
+use cni::{CniResult, Interface};
+use ipnetwork::IpNetwork;
+use netlink::{Link, Netlink, Netns, RouteEntry, netns, sysctl};
+
+use crate::config::BridgeConf;
+use crate::error::{Context, Error, Result};
+use crate::macspoof;
+use crate::result::{Gateways, calc_gateways, host_interface};
+use crate::undo::{Action, Undo};
+use crate::vlan;
+
+/// How many random host veth names we try before giving up (as the reference).
+pub const VETH_NAME_ATTEMPTS: usize = 10;
+/// Upper bound of the wait for the host veth to be operationally UP (the reference's
+/// total sleep budget: 0+50+500+1000+1000 ms).
+const PORT_UP_TIMEOUT: Duration = Duration::from_millis(2550);
+/// Poll interval of that wait. Short, because the state normally flips within microseconds.
+const PORT_UP_POLL: Duration = Duration::from_millis(2);
+/// DAD wait bound for IPv6 addresses when `enabledad` (the reference's `SettleAddresses`).
+const DAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// DAD poll interval (as the reference).
+const DAD_POLL: Duration = Duration::from_millis(50);
+
+/// Runs ADD; on any error, rolls back everything this call created and returns the error.
+pub fn add(args: &CmdArgs) -> Result<CniResult> {
+    let conf = BridgeConf::load(&args.stdin, &args.args)?;
+    conf.validate_for_add()?;
+    let mut undo = Undo::new();
+    match add_steps(args, &conf, &mut undo) {
+        Ok(result) => Ok(result),
+        Err(e) => {
+            log::debug!(
+                "ADD failed ({e}); rolling back {} step(s)",
+                undo.actions().len()
+            );
+            undo.rollback(args);
+            Err(e)
+        }
+    }
+}
+
+fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniResult> {
+    let netns_path = args
+        .netns
+        .as_ref()
+        .ok_or_else(|| Error::Config("CNI_NETNS is required for ADD".into()))?;
+    let mut host = Netlink::new().context("failed to open netlink socket")?;
+
+    let bridge = ensure_bridge(&mut host, conf)
+        .map_err(|e| prefix(e, &format!("failed to create bridge {:?}", conf.bridge)))?;
+
+    let ns = Netns::open(netns_path)
+        .context(format!("failed to open netns {:?}", netns_path.display()))?;
+    let mut cont = Netlink::in_netns(&ns).context(format!(
+        "failed to open netlink in netns {:?}",
+        netns_path.display()
+    ))?;
+
+    let (host_veth, cont_link) = create_veth(&mut host, &mut cont, &ns, args, conf, undo)?;
+    setup_host_port(&mut host, &host_veth, &bridge, conf)?;
+
+    let sandbox = netns_path.to_string_lossy().into_owned();
+    let mut result = CniResult {
+        interfaces: vec![
+            host_interface(&bridge.name, bridge.mac),
+            host_interface(&host_veth.name, host_veth.mac),
+            Interface {
+                name: cont_link.name.clone(),
+                mac: cont_link.mac.map(netlink::format_mac),
+                sandbox: Some(sandbox),
+                ..Interface::default()
+            },
+        ],
+        ..CniResult::default()
+    };
+
+    if conf.mac_spoof_chk {
+        let id = macspoof::ref_id(&args.container_id, &args.ifname);
+        let mac = cont_link.mac.map(netlink::format_mac).unwrap_or_default();
+        undo.push(Action::MacspoofTeardown(id.clone()));
+        macspoof::setup(&host_veth.name, &mac, &id)?;
+    }
+
+    if conf.is_layer3() {
+        // The whole stdin goes to IPAM, as the reference (ipam.ExecAdd).
+        let raw = cni::delegate::add(&conf.ipam_type, &args.stdin, args)?;
+        undo.push(Action::IpamDel(conf.ipam_type.clone()));
+        let ipam = CniResult::from_json(&raw, &args.version.as_str())?;
+        if ipam.ips.is_empty() {
+            return Err(Error::State(
+                "IPAM plugin returned missing IP config".into(),
+            ));
+        }
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        result.dns = ipam.dns;
+
+        let gateways = calc_gateways(&mut result, conf);
+        configure_container(&mut cont, &ns, &cont_link, &result, conf, &args.ifname)?;
+
+        if conf.is_gateway {
+            setup_gateways(&mut host, &bridge, &gateways, conf, &mut result)?;
+        }
+
+        if conf.ip_masq {
+            let att = conf.attachment(&args.container_id, &args.ifname);
+            undo.push(Action::MasqTeardown(att.clone()));
+            let backend = firewall::Backend::select(conf.ip_masq_backend.as_deref())
+                .context("failed to select ipmasq backend")?;
+            let ips: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
+            firewall::backend(backend)
+                .setup(&att, &ips)
+                .context("failed to setup IP masquerade")?;
+        }
+    } else if !conf.disable_container_interface {
+        // Layer 2 only: the container end still has to be up.
+        cont.set_up(cont_link.index)
+            .context(format!("failed to set {:?} up", args.ifname))?;
+    }
+
+    let host_veth = if conf.disable_container_interface {
+        // The container end stays down, so the port can never come up: nothing to wait for.
+        refresh(&mut host, &host_veth)?
+    } else {
+        wait_port_up(&mut host, &host_veth)?
+    };
+
+    // Both MACs can change after ADD started: the host veth's when enslaved, the bridge's
+    // when its first port or address arrives (plugins#805, fixed upstream in v1.2.0).
+    result.interfaces[1].mac = host_veth.mac.map(netlink::format_mac);
+    let bridge = refresh(&mut host, &bridge)?;
+    result.interfaces[0].mac = bridge.mac.map(netlink::format_mac);
+
+    // A conf `dns` overrides the IPAM one (HEAD behaviour).
+    if conf.dns.is_set() {
+        result.dns = conf.dns.to_result();
+    }
+    Ok(result)
+}
+
+/// Prepends `what` to an error message (keeping its type and code).
+fn prefix(e: Error, what: &str) -> Error {
+    match e {
+        Error::Netlink { context, source } => Error::Netlink {
+            context: format!("{what}: {context}"),
+            source,
+        },
+        Error::State(m) => Error::State(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// Creates the bridge if needed (an existing one is reused as is, MTU included), checks
+/// that it is a bridge, sets promiscuous mode, `accept_ra=0` and brings it up.
+fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
+    match nl.create_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering()) {
+        // EEXIST: a previous ADD (or a parallel one) made it.
+        Err(e) if !e.is_exists() => {
+            return Err(Error::Netlink {
+                context: format!("could not add {:?}", conf.bridge),
+                source: e,
+            });
+        }
+        _ => {}
+    }
+    let br = bridge_by_name(nl, &conf.bridge)?;
+    if conf.promisc_mode {
+        nl.set_promisc(br.index, true).context(format!(
+            "could not set promiscuous mode on {:?}",
+            conf.bridge
+        ))?;
+    }
+    // We own the routes of this interface: no router advertisements. Best effort, as the
+    // reference (IPv6 may be disabled on the node).
+    if let Err(e) = sysctl::set(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0") {
+        log::debug!("accept_ra on {}: {e}", conf.bridge);
+    }
+    if !br.up {
+        nl.set_up(br.index)
+            .context(format!("could not set {:?} up", conf.bridge))?;
+    }
+    Ok(br)
+}
+
+/// Looks a bridge up by name: missing → error, not a bridge → the reference's message.
+pub fn bridge_by_name(nl: &mut Netlink, name: &str) -> Result<Link> {
+    let link = nl
+        .link_by_name(name)
+        .context(format!("could not lookup {name:?}"))?
+        .ok_or_else(|| Error::State(format!("could not lookup {name:?}: Link not found")))?;
+    if link.kind.as_deref() != Some("bridge") {
+        return Err(Error::State(format!(
+            "{name:?} already exists but is not a bridge"
+        )));
+    }
+    Ok(link)
+}
+
+/// Creates the veth pair from the node in one request, the container end placed straight
+/// into the pod netns under CNI_IFNAME; the host end gets a random `vethXXXXXXXX` name,
+/// retried when taken.
+fn create_veth(
+    host: &mut Netlink,
+    cont: &mut Netlink,
+    ns: &Netns,
+    args: &CmdArgs,
+    conf: &BridgeConf,
+    undo: &mut Undo,
+) -> Result<(Link, Link)> {
+    let ifname = &args.ifname;
+    let exists_err = || {
+        Error::State(format!(
+            "container veth name provided ({ifname}) already exists"
+        ))
+    };
+    if cont
+        .link_by_name(ifname)
+        .context(format!("failed to lookup {ifname:?} in the container"))?
+        .is_some()
+    {
+        return Err(exists_err());
+    }
+    for _ in 0..VETH_NAME_ATTEMPTS {
+        let host_name = netlink::random_veth_name();
+        match host.create_veth(&host_name, ifname, ns, conf.mtu, conf.mac) {
+            Ok(()) => {
+                undo.push(Action::DeleteHostVeth(host_name.clone()));
+                let host_link = lookup(host, &host_name)?;
+                let cont_link = lookup(cont, ifname)?;
+                return Ok((host_link, cont_link));
+            }
+            Err(e) if e.is_exists() => {
+                // Either our random name is taken (retry) or the container name appeared.
+                let taken = host
+                    .link_by_name(&host_name)
+                    .context("failed to lookup host veth name")?
+                    .is_some();
+                if !taken {
+                    return Err(exists_err());
+                }
+            }
+            Err(e) => {
+                return Err(Error::Netlink {
+                    context: format!("failed to create veth for {ifname:?}"),
+                    source: e,
+                });
+            }
+        }
+    }
+    Err(Error::State(format!(
+        "failed to find a free host veth name in {VETH_NAME_ATTEMPTS} attempts"
+    )))
+}
+
+fn lookup(nl: &mut Netlink, name: &str) -> Result<Link> {
+    nl.link_by_name(name)
+        .context(format!("failed to lookup {name:?}"))?
+        .ok_or_else(|| Error::State(format!("failed to lookup {name:?}: link not found")))
+}
+
+fn refresh(nl: &mut Netlink, link: &Link) -> Result<Link> {
+    nl.link_by_index(link.index)
+        .context(format!("failed to lookup {:?}", link.name))?
+        .ok_or_else(|| Error::State(format!("failed to lookup {:?}: link not found", link.name)))
+}
+
+/// Host end: up, no RAs, enslaved, hairpin/isolation, VLANs.
+fn setup_host_port(
+    host: &mut Netlink,
+    veth: &Link,
+    bridge: &Link,
+    conf: &BridgeConf,
+) -> Result<()> {
+    host.set_up(veth.index)
+        .context(format!("failed to set {:?} up", veth.name))?;
+    if let Err(e) = sysctl::set(&format!("net/ipv6/conf/{}/accept_ra", veth.name), "0") {
+        log::debug!("accept_ra on {}: {e}", veth.name);
+    }
+    host.set_master(veth.index, bridge.index).context(format!(
+        "failed to connect {:?} to bridge {}",
+        veth.name, bridge.name
+    ))?;
+    host.set_bridge_port(veth.index, conf.hairpin_mode, conf.port_isolation)
+        .context(format!("failed to setup hairpin mode for {}", veth.name))?;
+    vlan::setup_port(host, veth, conf)
+}
+
+/// Container side: DAD and ARP sysctls, addresses, then routes (an empty `gw` takes the
+/// family's gateway), as the reference's `ConfigureIface`.
+fn configure_container(
+    cont: &mut Netlink,
+    ns: &Netns,
+    link: &Link,
+    result: &CniResult,
+    conf: &BridgeConf,
+    ifname: &str,
+) -> Result<()> {
+    let has_v6 = result.ips.iter().any(|ip| ip.address.is_ipv6());
+    let enable_dad = conf.enable_dad;
+    // One thread in the pod netns for every sysctl: /proc/sys/net is per netns of the
+    // opening thread. Only `disable_ipv6` is fatal, as in the reference.
+    netns::run_in(ns, || -> Result<()> {
+        let best_effort = |key: String, v: &str| {
+            if let Err(e) = sysctl::set(&key, v) {
+                log::debug!("{key}: {e}");
+            }
+        };
+        if enable_dad {
+            best_effort(format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
+            best_effort(format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
+        } else {
+            best_effort(format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+        }
+        best_effort(format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+        if has_v6 {
+            for iface in ["lo", ifname] {
+                sysctl::ensure(&format!("net/ipv6/conf/{iface}/disable_ipv6"), "0")
+                    .context(format!("failed to enable IPv6 for interface {iface:?}"))?;
+            }
+            // Keep the addresses if the runtime bounces the link (v1.7.0+).
+            best_effort(format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
+        }
+        Ok(())
+    })
+    .context("failed to enter the container netns")??;
+
+    cont.set_up(link.index)
+        .context(format!("failed to set {ifname:?} UP"))?;
+    let (mut v4gw, mut v6gw) = (None, None);
+    for ipc in &result.ips {
+        cont.add_addr(link.index, ipc.address).context(format!(
+            "failed to add IP addr {} to {ifname:?}",
+            ipc.address
+        ))?;
+        let slot = if ipc.address.is_ipv4() {
+            &mut v4gw
+        } else {
+            &mut v6gw
+        };
+        if slot.is_none() {
+            *slot = ipc.gateway;
+        }
+    }
+    if v6gw.is_some() && enable_dad {
+        settle_addresses(cont, link, ifname)?;
+    }
+    for r in &result.routes {
+        let gw = r.gw.or(if r.dst.is_ipv4() { v4gw } else { v6gw });
+        let entry = RouteEntry {
+            gw,
+            oif: Some(link.index),
+            table: r.table,
+            scope: r.scope,
+            priority: r.priority,
+            mtu: r.mtu,
+            advmss: r.advmss,
+            ..RouteEntry::new(r.dst)
+        };
+        match cont.add_route(&entry) {
+            // The same route twice (e.g. an IPAM default route without gw plus ours).
+            Err(e) if e.is_exists() => {}
+            Err(e) => {
+                return Err(Error::Netlink {
+                    context: format!(
+                        "failed to add route '{} via {} dev {ifname}'",
+                        r.dst,
+                        gw.map_or_else(|| "<nil>".to_owned(), |g| g.to_string())
+                    ),
+                    source: e,
+                });
+            }
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Waits until no IPv6 address of the link is tentative (DAD done); DAD failure is an
+/// error. Only reached with `enabledad`: with DAD off addresses are never tentative.
+fn settle_addresses(cont: &mut Netlink, link: &Link, ifname: &str) -> Result<()> {
+    let deadline = Instant::now() + DAD_TIMEOUT;
+    loop {
+        let addrs = cont
+            .addrs(Some(link.index))
+            .context(format!("could not list addresses of {ifname}"))?;
+        if let Some(a) = addrs.iter().find(|a| a.dadfailed) {
+            return Err(Error::State(format!(
+                "{} could not complete DAD on {ifname}",
+                a.address
+            )));
+        }
+        if !addrs.iter().any(|a| a.tentative && a.address.is_ipv6()) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::State(format!(
+                "link {ifname} still has tentative addresses after {}s",
+                DAD_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(DAD_POLL);
+    }
+}
+
+/// Puts each gateway address on the bridge (or the VLAN gateway interface) and enables
+/// forwarding for its family.
+fn setup_gateways(
+    host: &mut Netlink,
+    bridge: &Link,
+    gws: &Gateways,
+    conf: &BridgeConf,
+    result: &mut CniResult,
+) -> Result<()> {
+    let mut target = bridge.clone();
+    if conf.vlan != 0 && !(gws.v4.is_empty() && gws.v6.is_empty()) {
+        target = vlan::ensure_gateway_interface(host, bridge, conf)
+            .map_err(|e| prefix(e, "failed to create vlan interface"))?;
+        result
+            .interfaces
+            .push(host_interface(&target.name, target.mac));
+    }
+    for (list, key) in [
+        (&gws.v4, "net/ipv4/ip_forward"),
+        (&gws.v6, "net/ipv6/conf/all/forwarding"),
+    ] {
+        for gw in list {
+            ensure_addr(host, &target, *gw, conf.force_address).map_err(|e| {
+                prefix(
+                    e,
+                    if conf.vlan != 0 {
+                        "failed to set vlan interface for bridge with addr"
+                    } else {
+                        "failed to set bridge addr"
+                    },
+                )
+            })?;
+        }
+        if !list.is_empty() {
+            // Written only when not already 1: each write re-applies forwarding to every
+            // interface of the node.
+            sysctl::ensure(key, "1").context("failed to enable forwarding")?;
+        }
+    }
+    Ok(())
+}
+
+/// Go's `ensureAddr`: the gateway address on the bridge. Another IPv4 address (or an
+/// overlapping IPv6 one) is a conflict, removed with `forceAddress`, an error otherwise.
+/// Non-overlapping IPv6 addresses may coexist.
+fn ensure_addr(nl: &mut Netlink, link: &Link, gw: IpNetwork, force: bool) -> Result<()> {
+    let addrs = nl
+        .addrs(Some(link.index))
+        .context("could not get list of IP addresses")?;
+    for a in addrs.iter().filter(|a| a.address.is_ipv4() == gw.is_ipv4()) {
+        if a.address == gw {
+            return Ok(());
+        }
+        let overlaps = a.address.contains(gw.ip()) || gw.contains(a.address.ip());
+        if gw.is_ipv4() || overlaps {
+            if force {
+                nl.del_addr(link.index, a.address)
+                    .context(format!("could not remove IP address from {:?}", link.name))?;
+            } else {
+                return Err(Error::State(format!(
+                    "{:?} already has an IP address different from {gw}",
+                    link.name
+                )));
+            }
+        }
+    }
+    match nl.add_addr(link.index, gw) {
+        Err(e) if !e.is_exists() => {
+            return Err(Error::Netlink {
+                context: format!("could not add IP address to {:?}", link.name),
+                source: e,
+            });
+        }
+        _ => {}
+    }
+    // Pin the bridge MAC: otherwise the bridge takes the lowest MAC of its ports, and it
+    // changes as pods come and go (the gateway's MAC in every pod's ARP cache goes stale).
+    if let Some(mac) = refresh(nl, link)?.mac {
+        nl.set_mac(link.index, mac)
+            .context(format!("could not set {:?} mac", link.name))?;
+    }
+    Ok(())
+}
+
+/// Waits until the host veth is operationally UP, i.e. the bridge port forwards.
+///
+/// Why wait at all: with both ends admin-up the veth has carrier at once, but the
+/// operstate and the bridge port's transition to forwarding are applied by the kernel's
+/// linkwatch work, asynchronously. Until then the bridge drops the pod's first frames
+/// (its gratuitous ARP, the first DNS query). The reference sleeps 0, 50, 500, 1000,
+/// 1000 ms between checks; a veth event is "urgent" for linkwatch, so the state flips
+/// within microseconds and those sleeps cost up to 50 ms for nothing. We check at once
+/// and then poll the netlink state every 2 ms, bounded by the reference's total budget,
+/// failing with its message if the port never comes up.
+fn wait_port_up(host: &mut Netlink, veth: &Link) -> Result<Link> {
+    let deadline = Instant::now() + PORT_UP_TIMEOUT;
+    loop {
+        let link = refresh(host, veth)?;
+        if link.oper_up {
+            return Ok(link);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::State(format!(
+                "bridge port in error state: {}",
+                if link.up { "down" } else { "admin down" }
+            )));
+        }
+        std::thread::sleep(PORT_UP_POLL);
+    }
+}
