@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 host=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   cargo build --release --locked --target "$host" --bins "$@"
+out="${CARGO_TARGET_DIR:-target}/$host/release"
 mkdir -p target/bin
 for b in host-local loopback bridge flannel install-cni; do
-  if [ -f "target/$host/release/$b" ]; then
-    cp -f "target/$host/release/$b" "target/bin/.$b.$$" && mv -f "target/bin/.$b.$$" "target/bin/$b"
+  if [ -f "$out/$b" ]; then
+    cp -f "$out/$b" "target/bin/.$b.$$" && mv -f "target/bin/.$b.$$" "target/bin/$b"
   fi
 done

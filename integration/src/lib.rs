@@ -62,7 +62,9 @@ pub fn reference_bin(name: &str) -> PathBuf {
 }
 
 /// The spec versions every plugin test runs against.
-pub const ALL_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const ALL_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -157,7 +159,10 @@ impl TestNetns {
 
     /// The link `name` as `ip -d -j link show` reports it, or None.
     pub fn link(&self, name: &str) -> Option<Value> {
-        let out = run("ip", &["-n", &self.name, "-d", "-j", "link", "show", "dev", name]);
+        let out = run(
+            "ip",
+            &["-n", &self.name, "-d", "-j", "link", "show", "dev", name],
+        );
         if !out.status.success() {
             return None;
         }
@@ -185,7 +190,13 @@ impl TestNetns {
             .and_then(|l| l["addr_info"].as_array().cloned())
             .unwrap_or_default()
             .iter()
-            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .filter_map(|a| {
+                Some(format!(
+                    "{}/{}",
+                    a["local"].as_str()?,
+                    a["prefixlen"].as_u64()?
+                ))
+            })
             .collect()
     }
 
@@ -236,7 +247,20 @@ pub fn veth_between(a: &TestNetns, a_if: &str, b: &TestNetns, b_if: &str) {
     let tmp_b = unique("vb");
     run_ok(
         "ip",
-        &["link", "add", &tmp_a, "netns", a.name(), "type", "veth", "peer", "name", &tmp_b, "netns", b.name()],
+        &[
+            "link",
+            "add",
+            &tmp_a,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &tmp_b,
+            "netns",
+            b.name(),
+        ],
     );
     a.exec_ok("ip", &["link", "set", &tmp_a, "name", a_if]);
     b.exec_ok("ip", &["link", "set", &tmp_b, "name", b_if]);
@@ -293,8 +317,15 @@ impl Reply {
     pub fn expect_err(&self, code: u64) -> Value {
         assert!(!self.ok(), "plugin should have failed: {self:?}");
         let v = self.json();
-        assert_eq!(v["code"].as_u64(), Some(code), "unexpected error code: {self:?}");
-        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "error without msg: {self:?}");
+        assert_eq!(
+            v["code"].as_u64(),
+            Some(code),
+            "unexpected error code: {self:?}"
+        );
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without msg: {self:?}"
+        );
         v
     }
 }

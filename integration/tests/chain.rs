@@ -165,7 +165,10 @@ fn flannel_chain_networks_pods_on_every_version() {
             pod_b.exec_ok("ip", &["link", "set", "eth0", "name", "gone0"]);
             let mut broken = node.call("CHECK", version, "pod-b", Some(&pod_b));
             broken.config["prevResult"] = rb.clone();
-            assert!(!broken.run().ok(), "{version}: CHECK passed without the pod interface");
+            assert!(
+                !broken.run().ok(),
+                "{version}: CHECK passed without the pod interface"
+            );
             pod_b.exec_ok("ip", &["link", "set", "gone0", "name", "eth0"]);
         }
 
