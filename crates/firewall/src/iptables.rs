@@ -122,12 +122,49 @@ impl<R: Runner> Iptables<R> {
 
     /// Run `f` for every present family, collecting errors.
     fn each_family(&self, f: impl Fn(Family) -> Result<(), Error>) -> Result<(), Error> {
+        self.each_family_where(|_| true, f)
+    }
+
+    /// [`each_family`](Self::each_family) limited to the families (`v6`?) `wanted` accepts.
+    fn each_family_where(
+        &self,
+        wanted: impl Fn(bool) -> bool,
+        f: impl Fn(Family) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let errors = self
             .present_families()?
             .into_iter()
+            .filter(|fam| wanted(fam.v6))
             .filter_map(|fam| f(fam).err())
             .collect();
         Error::collect(errors)
+    }
+
+    /// [`Masquerade::teardown`] for the families (`v6`?) that `may_have_nat` accepts: a
+    /// family without a nat table cannot hold a rule, and listing it costs a process.
+    pub(crate) fn teardown_where(
+        &self,
+        att: &Attachment,
+        may_have_nat: impl Fn(bool) -> bool,
+    ) -> Result<(), Error> {
+        let ours = iptables_chain(att);
+        let reference = reference_chain(&att.network, &att.container_id);
+        self.each_family_where(may_have_nat, |fam| {
+            let listed = parse_rules(&self.list(fam, Some(POSTROUTING), true)?);
+            let doomed: BTreeSet<String> = [&ours, &reference]
+                .into_iter()
+                .filter(|c| {
+                    listed
+                        .iter()
+                        .any(|r| r.target.as_deref() == Some(c.as_str()))
+                })
+                .cloned()
+                .collect();
+            match delete_restore(&listed, &doomed) {
+                Some(text) => self.restore(fam, &text),
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -155,24 +192,7 @@ impl<R: Runner> Masquerade for Iptables<R> {
     }
 
     fn teardown(&self, att: &Attachment) -> Result<(), Error> {
-        let ours = iptables_chain(att);
-        let reference = reference_chain(&att.network, &att.container_id);
-        self.each_family(|fam| {
-            let listed = parse_rules(&self.list(fam, Some(POSTROUTING), true)?);
-            let doomed: BTreeSet<String> = [&ours, &reference]
-                .into_iter()
-                .filter(|c| {
-                    listed
-                        .iter()
-                        .any(|r| r.target.as_deref() == Some(c.as_str()))
-                })
-                .cloned()
-                .collect();
-            match delete_restore(&listed, &doomed) {
-                Some(text) => self.restore(fam, &text),
-                None => Ok(()),
-            }
-        })
+        self.teardown_where(att, |_| true)
     }
 
     fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), Error> {

@@ -3,9 +3,8 @@
 //! Two backends implement [`Masquerade`]:
 //!
 //! * [`Nftables`] (the default when `nft` is installed): table `inet rcni_masquerade`,
-//!   base chain `postrouting` (nat, srcnat) that skips multicast and jumps to
-//!   `masq_checks`, which holds one rule per attachment IP. One `nft -f -` transaction
-//!   per change.
+//!   one nat base chain per attachment named after its hash, holding one rule per IP.
+//!   One `nft -f -` transaction per change, no listing on setup and teardown.
 //! * [`Iptables`]: chain `RCNI-<hash>` per attachment in the nat table, jumped to from
 //!   `POSTROUTING`; one `iptables-restore --noflush -w` per family and change.
 //!
@@ -29,7 +28,10 @@ mod runner;
 pub use error::Error;
 pub use ipnetwork::IpNetwork;
 pub use iptables::Iptables;
-pub use nft::{BASE_CHAIN as NFT_BASE_CHAIN, CHAIN as NFT_CHAIN, Nftables, TABLE as NFT_TABLE};
+pub use nft::{
+    CHAIN_PREFIX as NFT_CHAIN_PREFIX, Nftables, REFERENCE_TABLE as NFT_REFERENCE_TABLE,
+    TABLE as NFT_TABLE, chain_name as nft_chain_name,
+};
 pub use runner::{Output, Runner, SystemRunner};
 
 /// One attachment = (network name, container ID, ifname). Rules are keyed by it, never by
@@ -109,10 +111,40 @@ pub fn gc_all(network: &str, valid: &[Attachment]) -> Result<(), Error> {
 }
 
 /// [`teardown_all`] with an explicit runner.
+///
+/// DEL runs this for every pod, so it only spawns what can find something: one
+/// `nft -j list tables` tells which of our table, the Go plugin's nft table and the
+/// iptables-nft nat tables (`ip nat`, `ip6 nat`) exist, `/proc/net/ip{,6}_tables_names`
+/// whether legacy nat tables exist (both are created on first use, not at boot). Then:
+/// our nft teardown (one blind transaction), the Go table's cleanup, and the iptables
+/// listing + restore per family, each only when its table exists. When the probe is not
+/// possible (no `nft`, or it failed) every iptables family is listed, as before.
 pub fn teardown_all_with<R: Runner>(runner: &R, att: &Attachment) -> Result<(), Error> {
+    let nft = Nftables::new(runner);
+    let (nft_result, tables) = if runner.has("nft") {
+        match nft.probe() {
+            Ok(t) => (nft.teardown_in(att, &t), Some(t)),
+            Err(e) => (Err(e), None),
+        }
+    } else {
+        (Err(Error::ToolNotFound { tool: "nft".into() }), None)
+    };
+    let may_have_nat = |v6: bool| {
+        let in_nft = tables.map(|t| if v6 { t.ip6_nat } else { t.ip_nat });
+        let name = if v6 {
+            "ip6_tables_names"
+        } else {
+            "ip_tables_names"
+        };
+        let legacy = runner
+            .proc_net(name)
+            .map(|names| names.lines().any(|l| l.trim() == "nat"));
+        // Skip only when both sources are known and both say no.
+        !matches!((in_nft, legacy), (Some(false), Some(false)))
+    };
     both(
-        Nftables::new(runner).teardown(att),
-        Iptables::new(runner).teardown(att),
+        nft_result,
+        Iptables::new(runner).teardown_where(att, may_have_nat),
     )
 }
 
@@ -181,6 +213,60 @@ mod tests {
         let none = FakeRunner::new().without(&["nft", "iptables", "ip6tables"]);
         teardown_all_with(&none, &att()).unwrap();
         gc_all_with(&none, "mynet", &[]).unwrap();
+    }
+
+    fn tables(list: &[(&str, &str)]) -> String {
+        let items: Vec<String> = list
+            .iter()
+            .map(|(f, n)| {
+                format!(r#"{{"table": {{"family": "{f}", "name": "{n}", "handle": 1}}}}"#)
+            })
+            .collect();
+        format!(r#"{{"nftables": [{}]}}"#, items.join(", "))
+    }
+
+    #[test]
+    fn teardown_all_spawns_only_what_can_find_something() {
+        let chain = nft_chain_name(&att());
+        // Only our table, no nat table anywhere: probe + one blind transaction.
+        let fake = FakeRunner::new()
+            .with_proc("ip_tables_names", "")
+            .with_proc("ip6_tables_names", "filter\n");
+        fake.answer("nft", &tables(&[("inet", NFT_TABLE), ("ip", "filter")]));
+        teardown_all_with(&fake, &att()).unwrap();
+        assert_eq!(
+            fake.transcript(),
+            format!(
+                "$ nft -j list tables\n\
+                 $ nft -f -\n\
+                 add chain inet rcni_masquerade {chain}\n\
+                 flush chain inet rcni_masquerade {chain}\n\
+                 delete chain inet rcni_masquerade {chain}\n"
+            )
+        );
+
+        // iptables-nft's `ip nat` and a legacy ip6 nat table: both families are listed,
+        // our table is absent so no nft transaction.
+        let fake = FakeRunner::new()
+            .with_proc("ip_tables_names", "")
+            .with_proc("ip6_tables_names", "filter\nnat\n");
+        fake.answer("nft", &tables(&[("ip", "nat")]));
+        teardown_all_with(&fake, &att()).unwrap();
+        assert_eq!(
+            fake.transcript(),
+            "$ nft -j list tables\n\
+             $ iptables -w -t nat -S POSTROUTING\n\
+             $ ip6tables -w -t nat -S POSTROUTING\n"
+        );
+
+        // Legacy state unknown: the family is listed.
+        let fake = FakeRunner::new().with_proc("ip_tables_names", "");
+        fake.answer("nft", &tables(&[]));
+        teardown_all_with(&fake, &att()).unwrap();
+        assert_eq!(
+            fake.transcript(),
+            "$ nft -j list tables\n$ ip6tables -w -t nat -S POSTROUTING\n"
+        );
     }
 
     #[test]

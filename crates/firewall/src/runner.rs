@@ -31,6 +31,12 @@ pub trait Runner {
     fn has(&self, tool: &str) -> bool;
     /// Run `tool args..`, feeding `stdin` if given; a non-zero exit is *not* an error here.
     fn run(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> Result<Output, Error>;
+    /// Contents of `/proc/net/<name>` *of the namespace the tools run in*, `Some("")` when
+    /// the file does not exist, `None` when unknown (the caller then assumes the worst).
+    /// Used to learn, without spawning anything, whether legacy iptables tables exist.
+    fn proc_net(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 impl<R: Runner + ?Sized> Runner for &R {
@@ -39,6 +45,9 @@ impl<R: Runner + ?Sized> Runner for &R {
     }
     fn run(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> Result<Output, Error> {
         (**self).run(tool, args, stdin)
+    }
+    fn proc_net(&self, name: &str) -> Option<String> {
+        (**self).proc_net(name)
     }
 }
 
@@ -111,6 +120,20 @@ fn is_executable(p: &Path) -> bool {
 impl Runner for SystemRunner {
     fn has(&self, tool: &str) -> bool {
         Self::find(tool).is_some()
+    }
+
+    /// Read through `/proc/thread-self/net`: `/proc/net` is the thread-group leader's
+    /// namespace, not necessarily the calling thread's (tests run tools from a thread that
+    /// unshared its netns). Unknown behind a prefix command (another namespace).
+    fn proc_net(&self, name: &str) -> Option<String> {
+        if !self.prefix.is_empty() {
+            return None;
+        }
+        match std::fs::read_to_string(Path::new("/proc/thread-self/net").join(name)) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(String::new()),
+            Err(_) => None,
+        }
     }
 
     fn run(&self, tool: &str, args: &[&str], stdin: Option<&str>) -> Result<Output, Error> {
@@ -189,6 +212,8 @@ pub(crate) mod fake {
         pub calls: RefCell<Vec<Call>>,
         answers: RefCell<Vec<(String, VecDeque<Output>)>>,
         pub missing: Vec<String>,
+        /// `proc_net` answers by file name; files not listed are unknown (`None`).
+        pub proc: Vec<(String, String)>,
     }
 
     impl FakeRunner {
@@ -199,6 +224,12 @@ pub(crate) mod fake {
         /// Tools reported as not installed.
         pub fn without(mut self, tools: &[&str]) -> Self {
             self.missing = tools.iter().map(|s| s.to_string()).collect();
+            self
+        }
+
+        /// Answer `proc_net(name)` with `contents`.
+        pub fn with_proc(mut self, name: &str, contents: &str) -> Self {
+            self.proc.push((name.to_string(), contents.to_string()));
             self
         }
 
@@ -273,6 +304,13 @@ pub(crate) mod fake {
                 status: "exit status: 0".into(),
                 ..Output::default()
             }))
+        }
+
+        fn proc_net(&self, name: &str) -> Option<String> {
+            self.proc
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| c.clone())
         }
     }
 }

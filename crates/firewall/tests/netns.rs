@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used)]
 
 use firewall::hash::{comment, instance_hash, iptables_chain, reference_chain};
-use firewall::{Attachment, IpNetwork, Iptables, Masquerade, Nftables, SystemRunner};
+use firewall::{
+    Attachment, IpNetwork, Iptables, Masquerade, Nftables, SystemRunner, nft_chain_name,
+};
 use nix::sched::{CloneFlags, unshare};
 use std::process::Command;
 
@@ -60,10 +62,13 @@ fn nft_ruleset() -> String {
     sh("nft", &["list", "ruleset"])
 }
 
-/// Lines of `ruleset` that carry `a`'s instance hash.
+/// Rules of `ruleset` (nft or `iptables -S`) whose comment carries `a`'s instance hash.
 fn count(ruleset: &str, a: &Attachment) -> usize {
     let h = instance_hash(a);
-    ruleset.lines().filter(|l| l.contains(&h)).count()
+    ruleset
+        .lines()
+        .filter(|l| l.contains("comment") && l.contains(&h))
+        .count()
 }
 
 fn nat_rules(tool: &str) -> String {
@@ -94,20 +99,30 @@ fn nft_setup_is_idempotent_and_teardown_is_exact() {
         assert_eq!(count(&rs, &a), 2, "{rs}");
         assert_eq!(count(&rs, &b), 1, "{rs}");
         assert!(
-            rs.contains("ip saddr 10.244.1.5 ip daddr != 10.244.1.0/24 masquerade"),
+            rs.contains(
+                "ip saddr 10.244.1.5 ip daddr != 10.244.1.0/24 ip daddr != 224.0.0.0/4 masquerade"
+            ),
             "{rs}"
         );
         assert!(
-            rs.contains("ip6 saddr fd00:1::5 ip6 daddr != fd00:1::/64 masquerade"),
+            rs.contains(
+                "ip6 saddr fd00:1::5 ip6 daddr != fd00:1::/64 ip6 daddr != ff00::/8 masquerade"
+            ),
             "{rs}"
         );
-        assert!(
-            rs.contains("type nat hook postrouting priority srcnat"),
+        // One nat base chain per attachment, named after it, not duplicated by re-setup.
+        assert_eq!(
+            rs.matches("type nat hook postrouting priority srcnat; policy accept;")
+                .count(),
+            2,
             "{rs}"
         );
-        // The base chain is rebuilt, not appended to, on every setup.
-        assert_eq!(rs.matches("goto masq_checks").count(), 1, "{rs}");
-        assert_eq!(rs.matches("ip daddr 224.0.0.0/4 return").count(), 1, "{rs}");
+        assert_eq!(
+            rs.matches(&format!("chain {} {{", nft_chain_name(&a)))
+                .count(),
+            1,
+            "{rs}"
+        );
 
         // Re-setup with a different IP replaces the old rule.
         nft().setup(&a, &ips(&["10.244.1.9/24"])).unwrap();
@@ -118,8 +133,26 @@ fn nft_setup_is_idempotent_and_teardown_is_exact() {
         nft().teardown(&a).unwrap();
         let rs = nft_ruleset();
         assert_eq!(count(&rs, &a), 0, "{rs}");
+        assert!(!rs.contains(&nft_chain_name(&a)), "{rs}");
         assert_eq!(count(&rs, &b), 1, "{rs}");
         nft().teardown(&a).unwrap(); // idempotent
+    });
+}
+
+#[test]
+fn teardown_all_on_a_clean_node_creates_nothing() {
+    in_private_netns(|| {
+        firewall::teardown_all(&att("n", "c", "eth0")).unwrap();
+        assert_eq!(sh("nft", &["list", "tables"]), "");
+        // Our table exists but not the chain: still fine, and the table is kept.
+        nft()
+            .setup(&att("n", "other", "eth0"), &ips(&["10.9.0.2/24"]))
+            .unwrap();
+        firewall::teardown_all(&att("n", "c", "eth0")).unwrap();
+        assert_eq!(
+            sh("nft", &["list", "tables"]),
+            "table inet rcni_masquerade\n"
+        );
     });
 }
 
