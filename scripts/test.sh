@@ -11,6 +11,14 @@ fi
 ./scripts/deps.sh
 ./scripts/build.sh
 export RCNI_BIN_DIR="$PWD/target/bin"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" "$@"
+log=$(mktemp /tmp/rcni-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 | tee "$log" || status=1
 # Real clients drive the built plugins: libcni, containerd's CRI plugin, podman.
-./scripts/runtimes-test.sh
+./scripts/runtimes-test.sh 2>&1 | tee -a "$log" || status=1
+# One closing line for the whole run: cargo's result lines plus the runtime suite's.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit $status
