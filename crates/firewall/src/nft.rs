@@ -35,6 +35,11 @@
 //! any chain. The first packet walks one chain per pod with one or two rules each, the same
 //! work as one chain holding one rule per pod (the previous layout).
 //!
+//! Deleting anything costs one RCU grace period at the end: the release of the `nft`
+//! process's nfnetlink socket flushes nf_tables' deferred destroy work
+//! (`nf_tables_trans_destroy_flush_work` in the netlink notifier), which waits for one.
+//! Callers that care (the bridge plugin's DEL) overlap it with other kernel waits.
+//!
 //! GC lists our table once and deletes the network's stale attachment chains in one
 //! transaction. Teardown and GC also clean the Go plugin's table `inet cni_plugins_masquerade`
 //! (rules in `masq_checks` carrying the same comment hash); that one needs a listing

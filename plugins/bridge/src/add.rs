@@ -1,7 +1,9 @@
 //! ADD, in the reference's order (features.md §2.2): bridge → veth → host port → spoof
 //! check → IPAM → container addresses and routes → gateway on the bridge → forwarding →
-//! masquerade → port state → result. Every per-pod step is recorded in an [`Undo`] list,
-//! so that a failure at any step leaves no veth, no allocation and no rule behind.
+//! masquerade → port state → result (the masquerade tool runs concurrently with the
+//! container and gateway steps; errors keep that order). Every per-pod step is recorded
+//! in an [`Undo`] list, so that a failure at any step leaves no veth, no allocation and no
+//! rule behind.
 
 use std::time::{Duration, Instant};
 
@@ -104,22 +106,39 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
         result.dns = ipam.dns;
 
         let gateways = calc_gateways(&mut result, conf);
-        configure_container(&mut cont, &ns, &cont_link, &result, conf, &args.ifname)?;
-
-        if conf.is_gateway {
-            setup_gateways(&mut host, &bridge, &gateways, conf, &mut result)?;
-        }
-
-        if conf.ip_masq {
+        let masq = if conf.ip_masq {
             let att = conf.attachment(&args.container_id, &args.ifname);
-            undo.push(Action::MasqTeardown(att.clone()));
             let backend = firewall::Backend::select(conf.ip_masq_backend.as_deref())
                 .context("failed to select ipmasq backend")?;
             let ips: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
-            firewall::backend(backend)
-                .setup(&att, &ips)
-                .context("failed to setup IP masquerade")?;
-        }
+            Some((att, backend, ips))
+        } else {
+            None
+        };
+        std::thread::scope(|s| -> Result<()> {
+            // The masquerade rules depend only on the attachment and the IPAM addresses,
+            // so the firewall tool (a process of its own, ~3 ms) runs while we configure
+            // the pod and the gateway. It is joined before the port wait, so errors keep
+            // the reference's precedence: a container or gateway error is returned first
+            // (the scope joins the thread; the rollback then removes whatever it added).
+            let masq = masq.map(|(att, backend, ips)| {
+                undo.push(Action::MasqTeardown(att.clone()));
+                s.spawn(move || {
+                    firewall::backend(backend)
+                        .setup(&att, &ips)
+                        .context("failed to setup IP masquerade")
+                })
+            });
+            configure_container(&mut cont, &ns, &cont_link, &result, conf, &args.ifname)?;
+            if conf.is_gateway {
+                setup_gateways(&mut host, &bridge, &gateways, conf, &mut result)?;
+            }
+            match masq.map(|h| h.join()) {
+                None | Some(Ok(Ok(()))) => Ok(()),
+                Some(Ok(Err(e))) => Err(e),
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+            }
+        })?;
     } else if !conf.disable_container_interface {
         // Layer 2 only: the container end still has to be up.
         cont.set_up(cont_link.index)
