@@ -42,13 +42,16 @@ trap cleanup EXIT INT TERM
 ip netns add "$NODE"
 ip -n "$NODE" link set lo up
 
-# conf IMPL MASQ: a bridge + host-local config, one bridge and subnet per impl
-# and phase so runs never share state.
+# conf IMPL MASQ IDX: a bridge + host-local config, one bridge and subnet per impl
+# and phase so runs never share state. MASQ: false, true (default backend: iptables,
+# as the reference) or nftables (ipMasqBackend "nftables"; the reference v1.1.1
+# ignores the key and uses iptables).
 conf() {
-  local impl=$1 masq=$2 idx=$3
+  local impl=$1 masq=$2 idx=$3 backend=""
+  [ "$masq" = nftables ] && { masq=true; backend='"ipMasqBackend":"nftables",'; }
   cat <<EOF
 {"cniVersion":"0.3.1","name":"bench-$impl-$idx","type":"bridge","bridge":"b$impl$idx",
- "isGateway":true,"ipMasq":$masq,
+ "isGateway":true,"ipMasq":$masq,$backend
  "ipam":{"type":"host-local","subnet":"10.$((100 + idx)).0.0/16","dataDir":"$WORK/ipam"}}
 EOF
 }
@@ -115,23 +118,25 @@ echo "rcni benchmark: $N sequential pods, burst of $BURST concurrent pods, bridg
 echo "ours: $OURS   reference: $REF ($(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown))"
 echo
 idx=0
-for masq in false true; do
+for masq in false true nftables; do
   idx=$((idx + 1))
   phase ours "$OURS" "$masq" "$idx"
   phase ref "$REF" "$masq" "$idx"
 done
 
-printf '%-28s %12s %12s %8s\n' "phase" "ours (ms)" "ref (ms)" "ratio"
-printf '%-28s %12s %12s %8s\n' "-----" "---------" "--------" "-----"
+printf '%-32s %12s %12s %8s\n' "phase" "ours (ms)" "ref (ms)" "ratio"
+printf '%-32s %12s %12s %8s\n' "-----" "---------" "--------" "-----"
 row() {
   local label=$1 o r
   o=$2; r=$3
-  printf '%-28s %12.2f %12.2f %7.2fx\n' "$label" "$o" "$r" "$(awk -v o="$o" -v r="$r" 'BEGIN{print (r>0)?o/r:0}')"
+  printf '%-32s %12.2f %12.2f %7.2fx\n' "$label" "$o" "$r" "$(awk -v o="$o" -v r="$r" 'BEGIN{print (r>0)?o/r:0}')"
 }
 idx=0
-for masq in false true; do
+for masq in false true nftables; do
   idx=$((idx + 1))
-  sfx=""; [ "$masq" = true ] && sfx=" +ipMasq"
+  sfx=""
+  [ "$masq" = true ] && sfx=" +ipMasq"
+  [ "$masq" = nftables ] && sfx=" +ipMasq nft"
   row "ADD median$sfx" "$(median "$WORK/ours$idx.add")" "$(median "$WORK/ref$idx.add")"
   row "DEL median$sfx" "$(median "$WORK/ours$idx.del")" "$(median "$WORK/ref$idx.del")"
   row "burst $BURST ADD total$sfx" "$(cat "$WORK/ours$idx.burst")" "$(cat "$WORK/ref$idx.burst")"

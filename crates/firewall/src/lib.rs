@@ -2,11 +2,13 @@
 //!
 //! Two backends implement [`Masquerade`]:
 //!
-//! * [`Nftables`] (the default when `nft` is installed): table `inet rcni_masquerade`,
-//!   one nat base chain per attachment named after its hash, holding one rule per IP.
+//! * [`Nftables`] (`ipMasqBackend: "nftables"`, or when only `nft` is usable): table
+//!   `inet rcni_masquerade`, one nat base chain per attachment named after its hash,
+//!   holding one rule per IP.
 //!   One `nft -f -` transaction per change, no listing on setup and teardown.
-//! * [`Iptables`]: chain `RCNI-<hash>` per attachment in the nat table, jumped to from
-//!   `POSTROUTING`; one `iptables-restore --noflush -w` per family and change.
+//! * [`Iptables`] (the default, as the reference's): chain `RCNI-<hash>` per attachment
+//!   in the nat table, jumped to from `POSTROUTING`; one `iptables-restore --noflush -w`
+//!   per family and change.
 //!
 //! Every rule carries the comment `<instance hash>, net: <net>, if: <ifname>, id: <cid>`
 //! (see [`hash`]), so teardown needs no IPs and cannot remove another container's rule
@@ -73,7 +75,10 @@ impl Backend {
             Some("nftables") => Ok(Backend::Nftables),
             Some("iptables") => Ok(Backend::Iptables),
             Some(other) => Err(Error::UnknownBackend(other.to_string())),
-            None if runner.has("nft") => Ok(Backend::Nftables),
+            // The reference's rule (containernetworking/plugins pkg/ip/ipmasq_linux.go):
+            // iptables, unless only nftables is usable. Nodes that ran the Go plugin keep
+            // the backend they had; `ipMasqBackend: "nftables"` opts in to the faster one.
+            None if !runner.has("iptables") && runner.has("nft") => Ok(Backend::Nftables),
             None => Ok(Backend::Iptables),
         }
     }
@@ -186,10 +191,15 @@ mod tests {
     fn select_backend() {
         let all = FakeRunner::new();
         let no_nft = FakeRunner::new().without(&["nft"]);
-        assert_eq!(Backend::select_with(None, &all).unwrap(), Backend::Nftables);
+        let only_nft = FakeRunner::new().without(&["iptables", "ip6tables"]);
+        assert_eq!(Backend::select_with(None, &all).unwrap(), Backend::Iptables);
         assert_eq!(
             Backend::select_with(None, &no_nft).unwrap(),
             Backend::Iptables
+        );
+        assert_eq!(
+            Backend::select_with(None, &only_nft).unwrap(),
+            Backend::Nftables
         );
         assert_eq!(
             Backend::select_with(Some("iptables"), &all).unwrap(),
