@@ -433,6 +433,21 @@ impl Call {
     }
 }
 
+/// Waits until `cond` holds, for work the kernel finishes asynchronously (a deleted
+/// netns is torn down by a workqueue, taking its veth peers with it a little later).
+/// Checks at once and then every 10 ms; panics naming `what` after 10 s. This waits
+/// on the condition itself, never for a fixed time.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Files in `dir` (names), sorted; empty when it does not exist.
 pub fn dir_entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

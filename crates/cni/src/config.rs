@@ -5,7 +5,7 @@
 //! [`NetConf::other`]; plugins usually deserialize their own struct from `CmdArgs::stdin`.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{CniError, code};
 use crate::result::CniResult;
@@ -251,6 +251,17 @@ impl NetConf {
             .and_then(|v| v.as_bool())
             .unwrap_or(false)
     }
+}
+
+/// `deserialize_with` helper: `null` reads as the type's default, as Go's `encoding/json`
+/// leaves the zero value (serde would reject it). Combine with `#[serde(default)]` for
+/// absent keys.
+pub fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn get_typed<T: DeserializeOwned>(

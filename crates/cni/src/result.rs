@@ -14,6 +14,8 @@ use crate::error::CniError;
 mod parse;
 mod render;
 
+pub use parse::RawRoute;
+
 /// Canonical (1.1.0-shaped) result; converted to any version on output.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CniResult {

@@ -2,15 +2,22 @@
 
 use std::fmt;
 
-/// Everything that can go wrong while programming masquerade rules.
+/// Everything that can go wrong while programming masquerade or spoof-check rules.
 ///
-/// The bridge plugin maps these to CNI error codes (`UnknownBackend` is a config error,
-/// the rest are internal/I-O failures).
+/// The bridge plugin maps these to CNI error codes (`UnknownBackend` and
+/// `InvalidSpoofCheckId` are config errors, the rest are internal/I-O failures).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `ipMasqBackend` holds a value we do not know (message as the Go plugin's).
     #[error("unknown ipmasq backend {0:?}")]
     UnknownBackend(String),
+
+    /// The spoof-check attachment id (`<cid>-<ifname>`) holds characters that are not safe
+    /// in an nft chain name.
+    #[error(
+        "macspoofchk: container ID and ifname {0:?} must only contain letters, digits, '_', '-' and '.'"
+    )]
+    InvalidSpoofCheckId(String),
 
     /// The tool is neither on `PATH` nor in `/usr/sbin` or `/sbin`.
     #[error("{tool} not found in PATH, /usr/sbin or /sbin")]

@@ -1,4 +1,5 @@
-//! IP masquerade for the bridge plugin, as a drop-in for the Go plugins' `ipMasq`.
+//! IP masquerade for the bridge plugin, as a drop-in for the Go plugins' `ipMasq`, and its
+//! MAC spoof check (`macspoofchk`, see [`spoofcheck`]).
 //!
 //! Two backends implement [`Masquerade`]:
 //!
@@ -26,6 +27,7 @@ pub mod hash;
 mod iptables;
 mod nft;
 mod runner;
+pub mod spoofcheck;
 
 pub use error::Error;
 pub use ipnetwork::IpNetwork;
@@ -35,6 +37,7 @@ pub use nft::{
     TABLE as NFT_TABLE, chain_name as nft_chain_name,
 };
 pub use runner::{Output, Runner, SystemRunner};
+pub use spoofcheck::SpoofCheck;
 
 /// One attachment = (network name, container ID, ifname). Rules are keyed by it, never by
 /// what is in the container's netns.

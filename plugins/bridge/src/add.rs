@@ -14,7 +14,6 @@ use netlink::{Link, Netlink, Netns, RouteEntry, netns, sysctl};
 
 use crate::config::BridgeConf;
 use crate::error::{Context, Error, Result};
-use crate::macspoof;
 use crate::result::{Gateways, calc_gateways, host_interface};
 use crate::undo::{Action, Undo};
 use crate::vlan;
@@ -85,10 +84,12 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
     };
 
     if conf.mac_spoof_chk {
-        let id = macspoof::ref_id(&args.container_id, &args.ifname);
+        let id = firewall::spoofcheck::unique_id(&args.container_id, &args.ifname);
         let mac = cont_link.mac.map(netlink::format_mac).unwrap_or_default();
         undo.push(Action::MacspoofTeardown(id.clone()));
-        macspoof::setup(&host_veth.name, &mac, &id)?;
+        firewall::SpoofCheck::system()
+            .setup(&host_veth.name, &mac, &id)
+            .map_err(|e| Error::spoofcheck("setup", e))?;
     }
 
     if conf.is_layer3() {

@@ -1,7 +1,8 @@
 //! The bridge network configuration: every key of the reference plugin, its defaults
 //! and its validation (messages as the Go plugin's `loadNetConf`/`cmdAdd`).
 
-use serde::{Deserialize, Deserializer};
+use cni::config::nullable;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
@@ -17,15 +18,6 @@ pub const MAX_IFNAME_LEN: usize = 15;
 pub const KNOWN_CNI_ARGS: &[&str] = &["IgnoreUnknown", "MAC"];
 /// Values accepted for `ipMasqBackend`.
 pub const IPMASQ_BACKENDS: &[&str] = &["iptables", "nftables"];
-
-/// Go's `encoding/json` turns `null` into the zero value; serde would reject it.
-fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
 
 /// One `vlanTrunk` entry: `{"id": N}` or `{"minID": A, "maxID": B}` (both may appear).
 #[derive(Debug, Clone, Default, Deserialize)]

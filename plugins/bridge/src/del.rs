@@ -14,7 +14,6 @@ use netlink::{Netlink, Netns};
 
 use crate::config::BridgeConf;
 use crate::error::{Context, Error, Result};
-use crate::macspoof;
 
 /// Runs DEL.
 ///
@@ -83,7 +82,12 @@ fn del_pod_side(args: &CmdArgs, conf: &BridgeConf) -> Vec<Error> {
     }
 
     if conf.mac_spoof_chk
-        && let Err(e) = macspoof::teardown(&macspoof::ref_id(&args.container_id, &args.ifname))
+        && let Err(e) = firewall::SpoofCheck::system()
+            .teardown(&firewall::spoofcheck::unique_id(
+                &args.container_id,
+                &args.ifname,
+            ))
+            .map_err(|e| Error::spoofcheck("teardown", e))
     {
         // As the reference: a spoof-check leftover must not block the pod's removal.
         log::warn!("{e}");

@@ -77,6 +77,30 @@ impl Error {
         }
     }
 
+    /// Maps an error of the firewall crate's spoof check (`what`: "setup" or "teardown")
+    /// to the message and code the plugin always gave: an unsafe attachment id is a config
+    /// error (7), a failing `nft` run an internal one (999), `nft` not startable I/O (5).
+    pub fn spoofcheck(what: &str, e: firewall::Error) -> Error {
+        match e {
+            firewall::Error::InvalidSpoofCheckId(_) => Error::Config(e.to_string()),
+            firewall::Error::Failed { stderr, .. } => {
+                Error::State(format!("failed to {what} spoof-check: {stderr}"))
+            }
+            firewall::Error::Spawn { source, .. } => Error::Io {
+                context: "failed to run nft".into(),
+                source,
+            },
+            firewall::Error::ToolNotFound { .. } => Error::Io {
+                context: "failed to run nft".into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+            },
+            other => Error::Firewall {
+                context: format!("failed to {what} spoof-check"),
+                source: other,
+            },
+        }
+    }
+
     /// Turns a list of errors into a result: none → `Ok`, one → itself, more → `Multiple`.
     pub fn collect(mut errors: Vec<Error>) -> Result<()> {
         match errors.len() {
@@ -150,5 +174,37 @@ mod tests {
         let multi = Error::Multiple(vec![Error::Config("a".into()), Error::State("b".into())]);
         assert_eq!(multi.code(), 7);
         assert_eq!(multi.to_string(), "a; b");
+    }
+
+    #[test]
+    fn spoofcheck_errors_keep_their_codes() {
+        let invalid =
+            Error::spoofcheck("setup", firewall::Error::InvalidSpoofCheckId("a b".into()));
+        assert_eq!(invalid.code(), 7);
+        assert!(
+            invalid
+                .to_string()
+                .starts_with("macspoofchk: container ID and ifname")
+        );
+        let failed = Error::spoofcheck(
+            "teardown",
+            firewall::Error::Failed {
+                tool: "nft".into(),
+                args: "-f -".into(),
+                status: "exit status: 1".into(),
+                stderr: "Error: boom".into(),
+            },
+        );
+        assert_eq!(failed.code(), 999);
+        assert_eq!(
+            failed.to_string(),
+            "failed to teardown spoof-check: Error: boom"
+        );
+        let missing = Error::spoofcheck(
+            "setup",
+            firewall::Error::ToolNotFound { tool: "nft".into() },
+        );
+        assert_eq!(missing.code(), 5);
+        assert!(missing.to_string().starts_with("failed to run nft: "));
     }
 }

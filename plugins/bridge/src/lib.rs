@@ -14,7 +14,6 @@ pub mod config;
 pub mod del;
 pub mod error;
 pub mod gc;
-pub mod macspoof;
 pub mod result;
 pub mod undo;
 pub mod vlan;

@@ -12,7 +12,9 @@
 
 use cni::skel::CmdArgs;
 
-use crate::macspoof;
+use firewall::SpoofCheck;
+
+use crate::error::Error;
 
 /// One thing to remove on rollback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +78,9 @@ fn run(action: &Action, args: &CmdArgs) -> Result<(), String> {
         Action::IpamDel(ipam_type) => {
             cni::delegate::del(ipam_type, &args.stdin, args).map_err(|e| e.to_string())
         }
-        Action::MacspoofTeardown(id) => macspoof::teardown(id).map_err(|e| e.to_string()),
+        Action::MacspoofTeardown(id) => SpoofCheck::system()
+            .teardown(id)
+            .map_err(|e| Error::spoofcheck("teardown", e).to_string()),
         Action::MasqTeardown(att) => firewall::teardown_all(att).map_err(|e| e.to_string()),
     }
 }

@@ -4,7 +4,6 @@
 //! The delegate config is a JSON map: the user's `delegate` object, with defaults inserted
 //! only where a key is absent, except `name`, `cniVersion` and `ipam`, which flannel owns.
 
-use ipnetwork::IpNetwork;
 use serde_json::{Map, Value, json};
 
 use crate::config::FlannelConf;
@@ -87,8 +86,9 @@ pub fn ipam(
     Ok(ipam)
 }
 
-/// Validates the user's `ipam.routes` (an array of objects with a CIDR `dst`) and returns
-/// them unchanged, so keys like `gw`, `mtu` or `priority` reach host-local as written.
+/// Validates the user's `ipam.routes` (an array of routes, parsed by the cni crate as Go's
+/// `types.Route`) and returns them unchanged, so keys like `gw`, `mtu` or `priority` reach
+/// host-local as written.
 fn user_routes(routes: Option<&Value>) -> Result<Vec<Value>, FlannelError> {
     let list = match routes {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -100,15 +100,8 @@ fn user_routes(routes: Option<&Value>) -> Result<Vec<Value>, FlannelError> {
         }
     };
     for r in list {
-        let dst = r.get("dst").and_then(Value::as_str);
-        match dst.map(str::parse::<IpNetwork>) {
-            Some(Ok(_)) => {}
-            _ => {
-                return Err(FlannelError::IpamRoutes(format!(
-                    "route {r} has no valid \"dst\" CIDR"
-                )));
-            }
-        }
+        cni::Route::from_json(r)
+            .map_err(|e| FlannelError::IpamRoutes(format!("route {r}: {}", e.msg)))?;
     }
     Ok(list.clone())
 }
@@ -223,6 +216,8 @@ mod tests {
             json!("10.0.0.0/8"),
             json!([{"gw":"10.0.0.1"}]),
             json!([{"dst":"nope"}]),
+            json!([{"dst":"10.0.0.0/8","gw":"nope"}]),
+            json!(["10.0.0.0/8"]),
         ] {
             let err = build(
                 &conf(json!({"name":"n","ipam":{"routes":routes}})),

@@ -59,7 +59,7 @@ struct WireIpam {
     #[serde(flatten)]
     legacy: RawRange,
     #[serde(default)]
-    routes: Option<Vec<WireRoute>>,
+    routes: Option<Vec<cni::RawRoute>>,
     #[serde(default)]
     data_dir: Option<String>,
     #[serde(default)]
@@ -89,42 +89,13 @@ struct WireCniArgs {
     ips: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct WireRoute {
-    dst: String,
-    #[serde(default)]
-    gw: Option<String>,
-    #[serde(default)]
-    mtu: Option<u32>,
-    #[serde(default)]
-    advmss: Option<u32>,
-    #[serde(default)]
-    priority: Option<u32>,
-    #[serde(default)]
-    table: Option<u32>,
-    #[serde(default)]
-    scope: Option<u8>,
-}
-
-impl WireRoute {
-    fn parse(&self) -> Result<cni::Route, ConfigError> {
-        let (dst_ip, prefix) = ip::parse_cidr(&self.dst)?;
-        let dst = ipnetwork::IpNetwork::new(dst_ip, prefix)
-            .map_err(|_| ConfigError(format!("invalid CIDR address: {}", self.dst)))?;
-        let gw = match self.gw.as_deref() {
-            None | Some("") => None,
-            Some(g) => Some(ip::parse_ip(g)?),
-        };
-        Ok(cni::Route {
-            dst,
-            gw,
-            mtu: self.mtu,
-            advmss: self.advmss,
-            priority: self.priority,
-            table: self.table,
-            scope: self.scope,
-        })
-    }
+/// An `ipam.routes` entry, parsed by the cni crate (Go's `types.Route` rules); its errors
+/// are config errors here, with the same message. The gateway is canonical (an IPv4-mapped
+/// IPv6 gateway is IPv4) as every address host-local reads.
+fn parse_route(raw: &cni::RawRoute) -> Result<cni::Route, ConfigError> {
+    let mut route = raw.parse().map_err(|e| ConfigError(e.msg))?;
+    route.gw = route.gw.map(ip::canonical);
+    Ok(route)
 }
 
 /// `IP=` from `CNI_ARGS`, with Go's `LoadArgs` checks: value errors first,
@@ -223,7 +194,7 @@ pub fn load(stdin: &[u8], args: &CniArgs) -> Result<IpamConfig, PluginError> {
         .routes
         .iter()
         .flatten()
-        .map(WireRoute::parse)
+        .map(parse_route)
         .collect::<Result<Vec<_>, _>>()?;
 
     Ok(IpamConfig {
@@ -357,5 +328,42 @@ mod tests {
             )
             .contains("unknown args")
         );
+    }
+
+    #[test]
+    fn routes() {
+        let conf = |routes| {
+            json!({"cniVersion": "1.0.0", "name": "n",
+                   "ipam": {"subnet": "10.1.0.0/24", "routes": routes}})
+        };
+        let c = load_json(
+            conf(
+                json!([{"dst": "10.0.0.0/8", "gw": "::ffff:10.1.0.1", "table": 0, "scope": 253},
+                        {"dst": "fd00::/64", "gw": ""}]),
+            ),
+            "",
+        )
+        .expect("valid");
+        assert_eq!(c.routes[0].gw, Some(ip("10.1.0.1")));
+        assert_eq!((c.routes[0].table, c.routes[0].scope), (Some(0), Some(253)));
+        assert_eq!(c.routes[1].gw, None);
+        let e = |routes| load_json(conf(routes), "").expect_err("must fail");
+        assert_eq!(
+            e(json!([{"dst": "10.0.0.1"}])),
+            "invalid CIDR address: 10.0.0.1"
+        );
+        assert_eq!(
+            e(json!([{"dst": "0.0.0.0/0", "gw": "10.1.0.x"}])),
+            "invalid IP address: 10.1.0.x"
+        );
+        assert!(
+            e(json!([{"dst": "0.0.0.0/0", "mtu": "x"}]))
+                .starts_with("error parsing ipam configuration: invalid type")
+        );
+        let args = CniArgs::parse("").expect("args");
+        let err: CniError = load(conf(json!([{"dst": "x"}])).to_string().as_bytes(), &args)
+            .expect_err("must fail")
+            .into();
+        assert_eq!(err.code, code::INVALID_NETWORK_CONFIG);
     }
 }

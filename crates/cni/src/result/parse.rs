@@ -7,20 +7,12 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnetwork::IpNetwork;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::config::nullable;
 use crate::error::{CniError, code};
 use crate::version::DEFAULT_CONFIG_VERSION;
-
-/// `null` deserializes as the default value, as Go leaves the zero value.
-fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
 
 #[derive(Deserialize, Default)]
 struct WireDns {
@@ -34,22 +26,68 @@ struct WireDns {
     options: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
-struct WireRoute {
+/// A `routes` entry as written (Go's `types.Route` JSON shape), before its addresses are
+/// parsed: the form shared by results and configs (e.g. host-local's `ipam.routes`).
+/// Deserialize it inside a larger config to keep serde's error positions, then
+/// [`RawRoute::parse`] it; or use [`Route::from_json`] for a lone value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RawRoute {
+    /// Destination CIDR (`null`/absent reads as `""`, which is invalid).
     #[serde(default, deserialize_with = "nullable")]
-    dst: String,
+    pub dst: String,
+    /// Gateway IP; `""`, `null` and absent mean none.
     #[serde(default, deserialize_with = "nullable")]
-    gw: String,
+    pub gw: String,
+    /// Route MTU (0 is "not set").
     #[serde(default)]
-    mtu: Option<u32>,
+    pub mtu: Option<u32>,
+    /// Advertised MSS (0 is "not set").
     #[serde(default)]
-    advmss: Option<u32>,
+    pub advmss: Option<u32>,
+    /// Priority/metric (0 is "not set").
     #[serde(default)]
-    priority: Option<u32>,
+    pub priority: Option<u32>,
+    /// Routing table (0 is kept).
     #[serde(default)]
-    table: Option<u32>,
+    pub table: Option<u32>,
+    /// Scope (0 is kept).
     #[serde(default)]
-    scope: Option<u8>,
+    pub scope: Option<u8>,
+}
+
+impl RawRoute {
+    /// Parses the addresses as Go does: `dst` with `net.ParseCIDR` (host bits kept, a bare
+    /// IP rejected), `gw` with `net.ParseIP`; 0 `mtu`/`advmss`/`priority` are dropped.
+    ///
+    /// Errors have code 6 (decoding failure) and the bare reason as message
+    /// (`invalid CIDR address: <dst>`, `invalid IP address: <gw>`), so callers add their own
+    /// context (a result says `failed to parse result: ...`).
+    pub fn parse(&self) -> Result<Route, CniError> {
+        self.parse_reason()
+            .map_err(|reason| CniError::new(code::DECODING_FAILURE, reason))
+    }
+
+    fn parse_reason(&self) -> Result<Route, String> {
+        Ok(Route {
+            dst: cidr(&self.dst)?,
+            gw: opt_ip(&self.gw)?,
+            mtu: nonzero(self.mtu),
+            advmss: nonzero(self.advmss),
+            priority: nonzero(self.priority),
+            table: self.table,
+            scope: self.scope,
+        })
+    }
+}
+
+impl Route {
+    /// Parses one `routes` entry ([`RawRoute`] rules). Errors have code 6 and the bare
+    /// reason as message: serde's for a wrong shape, else as [`RawRoute::parse`].
+    pub fn from_json(v: &serde_json::Value) -> Result<Route, CniError> {
+        RawRoute::deserialize(v)
+            .map_err(|e| CniError::new(code::DECODING_FAILURE, e.to_string()))?
+            .parse()
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -86,7 +124,7 @@ struct WireRich {
     #[serde(default, deserialize_with = "nullable")]
     ips: Vec<WireIp>,
     #[serde(default, deserialize_with = "nullable")]
-    routes: Vec<WireRoute>,
+    routes: Vec<RawRoute>,
     #[serde(default, deserialize_with = "nullable")]
     dns: WireDns,
 }
@@ -98,7 +136,7 @@ struct WireLegacyIp {
     #[serde(default, deserialize_with = "nullable")]
     gateway: String,
     #[serde(default, deserialize_with = "nullable")]
-    routes: Vec<WireRoute>,
+    routes: Vec<RawRoute>,
 }
 
 /// 0.1.0/0.2.0: `ip4`, `ip6`, `dns`.
@@ -120,21 +158,31 @@ fn decode_err(e: impl std::fmt::Display) -> CniError {
 }
 
 /// A CIDR with host bits kept; a bare IP is rejected as Go's `net.ParseCIDR` does.
-pub(crate) fn parse_cidr(s: &str) -> Result<IpNetwork, CniError> {
+fn cidr(s: &str) -> Result<IpNetwork, String> {
     if !s.contains('/') {
-        return Err(decode_err(format!("invalid CIDR address: {s}")));
+        return Err(format!("invalid CIDR address: {s}"));
     }
-    IpNetwork::from_str(s).map_err(|_| decode_err(format!("invalid CIDR address: {s}")))
+    IpNetwork::from_str(s).map_err(|_| format!("invalid CIDR address: {s}"))
 }
 
 /// `""` is no IP (Go `net.IP.UnmarshalText`).
-fn parse_opt_ip(s: &str) -> Result<Option<IpAddr>, CniError> {
+fn opt_ip(s: &str) -> Result<Option<IpAddr>, String> {
     if s.is_empty() {
         return Ok(None);
     }
     IpAddr::from_str(s)
         .map(Some)
-        .map_err(|_| decode_err(format!("invalid IP address: {s}")))
+        .map_err(|_| format!("invalid IP address: {s}"))
+}
+
+/// [`cidr`] with a result's error.
+pub(crate) fn parse_cidr(s: &str) -> Result<IpNetwork, CniError> {
+    cidr(s).map_err(decode_err)
+}
+
+/// [`opt_ip`] with a result's error.
+fn parse_opt_ip(s: &str) -> Result<Option<IpAddr>, CniError> {
+    opt_ip(s).map_err(decode_err)
 }
 
 fn opt_string(s: String) -> Option<String> {
@@ -146,16 +194,8 @@ fn nonzero(v: Option<u32>) -> Option<u32> {
     v.filter(|&x| x != 0)
 }
 
-fn route(w: WireRoute) -> Result<Route, CniError> {
-    Ok(Route {
-        dst: parse_cidr(&w.dst)?,
-        gw: parse_opt_ip(&w.gw)?,
-        mtu: nonzero(w.mtu),
-        advmss: nonzero(w.advmss),
-        priority: nonzero(w.priority),
-        table: w.table,
-        scope: w.scope,
-    })
+fn route(w: RawRoute) -> Result<Route, CniError> {
+    w.parse_reason().map_err(decode_err)
 }
 
 fn dns(w: WireDns) -> Dns {

@@ -300,3 +300,46 @@ fn nulls_and_unknown_keys_are_tolerated() {
         .is_empty()
     );
 }
+
+#[test]
+fn route_from_json_is_the_result_route_parser() {
+    let r = Route::from_json(&json!({"dst": "10.0.0.5/8", "gw": "10.1.0.1", "mtu": 0,
+        "priority": 5, "table": 0, "scope": 253, "unknown": 1}))
+    .unwrap();
+    assert_eq!(r.dst, "10.0.0.5/8".parse::<IpNetwork>().unwrap());
+    assert_eq!(r.gw, Some("10.1.0.1".parse().unwrap()));
+    assert_eq!(
+        (r.mtu, r.advmss, r.priority, r.table, r.scope),
+        (None, None, Some(5), Some(0), Some(253))
+    );
+    assert_eq!(
+        Route::from_json(&json!({"dst": "::/0", "gw": null})).unwrap(),
+        Route::new("::/0".parse().unwrap(), None)
+    );
+
+    // Bare reasons with code 6; a result adds its own context.
+    for (v, msg) in [
+        (json!({"gw": "10.1.0.1"}), "invalid CIDR address: "),
+        (json!({"dst": "10.0.0.1"}), "invalid CIDR address: 10.0.0.1"),
+        (
+            json!({"dst": "0.0.0.0/0", "gw": "x"}),
+            "invalid IP address: x",
+        ),
+    ] {
+        let e = Route::from_json(&v).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (code::DECODING_FAILURE, msg));
+        let in_result =
+            CniResult::from_json(&json!({"cniVersion": "1.0.0", "routes": [v]}), "").unwrap_err();
+        assert_eq!(in_result.msg, format!("failed to parse result: {msg}"));
+    }
+    let e = Route::from_json(&json!("10.0.0.0/8")).unwrap_err();
+    assert_eq!(e.code, code::DECODING_FAILURE);
+    let e = Route::from_json(&json!({"dst": "10.0.0.0/8", "mtu": "x"})).unwrap_err();
+    assert_eq!(e.code, code::DECODING_FAILURE);
+
+    let raw: RawRoute = serde_json::from_value(json!({"dst": "10.0.0.0/8"})).unwrap();
+    assert_eq!(
+        raw.parse().unwrap(),
+        Route::new("10.0.0.0/8".parse().unwrap(), None)
+    );
+}
