@@ -393,15 +393,21 @@ impl Call {
     }
 
     /// Runs the plugin with a clean environment (only `PATH` and the `CNI_*` set).
+    ///
+    /// Always inside a namespace the test made: the node given with [`Call::in_node`],
+    /// or else a throwaway one for this call, so that no plugin, whatever its config,
+    /// can ever touch the machine's own network namespace.
     pub fn run(&self) -> Reply {
-        let mut cmd = match &self.node {
-            Some(node) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", node]).arg(&self.bin);
-                c
+        let sandbox;
+        let node = match &self.node {
+            Some(node) => node.as_str(),
+            None => {
+                sandbox = TestNetns::new("sbx");
+                sandbox.name()
             }
-            None => Command::new(&self.bin),
         };
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", node]).arg(&self.bin);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", &self.command)

@@ -1,0 +1,199 @@
+//! Bad input gets a CNI error object (a known code, a message) on stdout and exit
+//! status 1: never a crash (release builds abort on panic, which would show here as
+//! SIGABRT), never garbage on stdout, never a half-made pod.
+
+use rcni_integration::{Call, TestNetns, bin, temp_dir};
+use serde_json::{Value, json};
+
+const CODES: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 999];
+
+fn assert_cni_error(plugin: &str, what: &str, call: &Call) {
+    let reply = call.run();
+    assert_eq!(
+        reply.code, 1,
+        "{plugin} / {what}: exit status {}: {reply:?}",
+        reply.code
+    );
+    let err: Value = serde_json::from_str(&reply.stdout).unwrap_or_else(|e| {
+        panic!("{plugin} / {what}: stdout is not an error object ({e}): {reply:?}")
+    });
+    let code = err["code"].as_u64().unwrap_or(0);
+    assert!(
+        CODES.contains(&code),
+        "{plugin} / {what}: unknown code: {err}"
+    );
+    assert!(
+        err["msg"].as_str().is_some_and(|m| !m.is_empty()),
+        "{plugin} / {what}: no msg: {err}"
+    );
+}
+
+/// Configs that are wrong in ways a hand-edited file is: wrong types, bad
+/// addresses, impossible values, unknown versions.
+fn bad_configs(plugin: &str, dir: &str) -> Vec<(&'static str, Value)> {
+    let base = |extra: Value| {
+        let mut v = json!({"cniVersion": "1.0.0", "name": "bad", "type": plugin});
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, x) in e {
+                o.insert(k.clone(), x.clone());
+            }
+        }
+        v
+    };
+    let ipam = |i: Value| base(json!({"ipam": i}));
+    let mut v = vec![
+        ("not an object", json!([1, 2, 3])),
+        ("a string", json!("cni")),
+        ("unknown version", base(json!({"cniVersion": "9.9.9"}))),
+        ("version of wrong type", base(json!({"cniVersion": 100}))),
+        (
+            "missing name",
+            json!({"cniVersion": "1.0.0", "type": plugin}),
+        ),
+        ("bad name", base(json!({"name": "a/b c"}))),
+    ];
+    // loopback passes prevResult on; bridge, first in a chain, ignores it on ADD as the
+    // reference does.
+    if plugin == "loopback" {
+        v.push((
+            "prevResult garbage",
+            base(json!({"prevResult": {"ips": "nope"}})),
+        ));
+    }
+    match plugin {
+        "host-local" | "bridge" => {
+            v.extend([
+                ("ipam not an object", ipam(json!(7))),
+                ("subnet garbage", ipam(json!({"type": "host-local", "subnet": "300.1.2.0/24", "dataDir": dir}))),
+                ("subnet host bits", ipam(json!({"type": "host-local", "subnet": "10.1.2.3/24", "dataDir": dir}))),
+                ("subnet /32", ipam(json!({"type": "host-local", "subnet": "10.1.2.3/32", "dataDir": dir}))),
+                ("ranges wrong shape", ipam(json!({"type": "host-local", "ranges": [{"subnet": "10.1.0.0/16"}], "dataDir": dir}))),
+                ("mixed families", ipam(json!({"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/16"}, {"subnet": "fd00::/64"}]], "dataDir": dir}))),
+                ("rangeStart outside", ipam(json!({"type": "host-local", "subnet": "10.1.0.0/16", "rangeStart": "10.2.0.1", "dataDir": dir}))),
+                ("route garbage", ipam(json!({"type": "host-local", "subnet": "10.1.0.0/16", "routes": [{"dst": "x"}], "dataDir": dir}))),
+            ]);
+        }
+        _ => {}
+    }
+    match plugin {
+        "bridge" => v.extend([
+            ("mtu negative", base(json!({"mtu": -1, "ipam": {}}))),
+            ("vlan too big", base(json!({"vlan": 5000, "ipam": {}}))),
+            (
+                "hairpin and promisc",
+                base(json!({"hairpinMode": true, "promiscMode": true, "ipam": {}})),
+            ),
+            (
+                "bridge name too long",
+                base(json!({"bridge": "abcdefghijklmnopq", "ipam": {}})),
+            ),
+            (
+                "unknown masq backend",
+                base(json!({"ipMasq": true, "ipMasqBackend": "pf", "ipam": {}})),
+            ),
+            (
+                "isGateway a string",
+                base(json!({"isGateway": "yes", "ipam": {}})),
+            ),
+        ]),
+        "flannel" => v.extend([
+            (
+                "delegate with name",
+                base(json!({"delegate": {"name": "x"}, "subnetFile": format!("{dir}/none")})),
+            ),
+            (
+                "delegate with ipam",
+                base(json!({"delegate": {"ipam": {}}, "subnetFile": format!("{dir}/none")})),
+            ),
+            (
+                "delegate type a number",
+                base(json!({"delegate": {"type": 3}, "subnetFile": format!("{dir}/none")})),
+            ),
+            (
+                "no subnet.env",
+                base(json!({"subnetFile": format!("{dir}/none"), "dataDir": dir})),
+            ),
+            (
+                "garbage subnet.env",
+                base(json!({"subnetFile": format!("{dir}/garbage.env"), "dataDir": dir})),
+            ),
+        ]),
+        _ => {}
+    }
+    v
+}
+
+#[test]
+fn every_plugin_answers_bad_config_with_a_cni_error() {
+    let dir = temp_dir();
+    let d = dir.path().to_string_lossy().into_owned();
+    std::fs::write(
+        dir.path().join("garbage.env"),
+        "FLANNEL_NETWORK\n\u{0}\u{1}==\nFLANNEL_MTU=abc\n",
+    )
+    .expect("write garbage.env");
+    let pod = TestNetns::new("bad");
+    for plugin in ["host-local", "loopback", "bridge", "flannel"] {
+        for (what, conf) in bad_configs(plugin, &d) {
+            let call = Call::new(bin(plugin), "ADD", conf)
+                .container("bad-input")
+                .netns(&pod);
+            assert_cni_error(plugin, what, &call);
+        }
+        // Not JSON at all, and empty stdin.
+        let mut call = Call::new(bin(plugin), "ADD", Value::Null)
+            .container("bad-input")
+            .netns(&pod);
+        call.config = Value::String("{\"cniVersion\":".into());
+        assert_cni_error(plugin, "truncated JSON", &call);
+        // Bad environment: every problem of the env table.
+        let good = json!({"cniVersion": "1.0.0", "name": "bad", "type": plugin});
+        for (what, call) in [
+            (
+                "no container id",
+                Call::new(bin(plugin), "ADD", good.clone()).netns(&pod),
+            ),
+            (
+                "bad container id",
+                Call::new(bin(plugin), "ADD", good.clone())
+                    .container("-x")
+                    .netns(&pod),
+            ),
+            (
+                "ifname too long",
+                Call::new(bin(plugin), "ADD", good.clone())
+                    .container("c")
+                    .netns(&pod)
+                    .ifname("abcdefghijklmnop"),
+            ),
+            (
+                "ifname with slash",
+                Call::new(bin(plugin), "ADD", good.clone())
+                    .container("c")
+                    .netns(&pod)
+                    .ifname("a/b"),
+            ),
+            (
+                "unknown command",
+                Call::new(bin(plugin), "FROB", good.clone())
+                    .container("c")
+                    .netns(&pod),
+            ),
+            (
+                "CHECK on 0.3.1",
+                Call::new(
+                    bin(plugin),
+                    "CHECK",
+                    json!({"cniVersion": "0.3.1", "name": "bad", "type": plugin}),
+                )
+                .container("c")
+                .netns(&pod),
+            ),
+            ("GC on 1.0.0", Call::new(bin(plugin), "GC", good.clone())),
+        ] {
+            assert_cni_error(plugin, what, &call);
+        }
+    }
+    // Nothing was made: the pod netns holds only lo.
+    assert_eq!(pod.link_names(), vec!["lo".to_owned()]);
+}
