@@ -89,6 +89,12 @@ impl Backend {
 
 /// Masquerade rules for attachments.
 pub trait Masquerade {
+    /// Address-independent work (reading the current rules) that a caller may start before
+    /// the addresses are known, to overlap it with IPAM. [`Masquerade::setup`] works
+    /// without it; a failed prefetch only means setup does the work itself.
+    fn prefetch(&self, _att: &Attachment) -> Result<(), Error> {
+        Ok(())
+    }
     /// Masquerade traffic from each ip (address with prefix, e.g. `10.244.1.5/24`) leaving
     /// its subnet (not to multicast). Replaces the attachment's previous rules (idempotent).
     fn setup(&self, att: &Attachment, ips: &[IpNetwork]) -> Result<(), Error>;
@@ -99,8 +105,9 @@ pub trait Masquerade {
     fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), Error>;
 }
 
-/// The backend `b`, spawning tools in the current network namespace.
-pub fn backend(b: Backend) -> Box<dyn Masquerade> {
+/// The backend `b`, spawning tools in the current network namespace. Shareable between
+/// threads, so a caller can [`Masquerade::prefetch`] on one while it works on another.
+pub fn backend(b: Backend) -> Box<dyn Masquerade + Send + Sync> {
     match b {
         Backend::Nftables => Box::new(Nftables::new(SystemRunner::new())),
         Backend::Iptables => Box::new(Iptables::new(SystemRunner::new())),

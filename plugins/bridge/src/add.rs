@@ -5,6 +5,7 @@
 //! in an [`Undo`] list, so that a failure at any step leaves no veth, no allocation and no
 //! rule behind.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cni::skel::CmdArgs;
@@ -48,11 +49,45 @@ pub fn add(args: &CmdArgs) -> Result<CniResult> {
     }
 }
 
+/// The masquerade backend of this ADD, its address-independent work already running.
+struct MasqPrep {
+    att: firewall::Attachment,
+    backend: Arc<dyn firewall::Masquerade + Send + Sync>,
+    prefetch: std::thread::JoinHandle<()>,
+}
+
+/// Picks the masquerade backend and starts its prefetch (the iptables backend lists
+/// `POSTROUTING`, one process) so that it overlaps the veth and the IPAM exec instead of
+/// following them. None unless `ipMasq` with IPAM.
+fn start_masquerade(conf: &BridgeConf, args: &CmdArgs) -> Result<Option<MasqPrep>> {
+    if !(conf.ip_masq && conf.is_layer3()) {
+        return Ok(None);
+    }
+    let backend = firewall::Backend::select(conf.ip_masq_backend.as_deref())
+        .context("failed to select ipmasq backend")?;
+    let backend: Arc<dyn firewall::Masquerade + Send + Sync> =
+        Arc::from(firewall::backend(backend));
+    let att = conf.attachment(&args.container_id, &args.ifname);
+    let (b, a) = (Arc::clone(&backend), att.clone());
+    // The thread inherits this thread's netns (the node's), where the rules belong.
+    let prefetch = std::thread::spawn(move || {
+        if let Err(e) = b.prefetch(&a) {
+            log::debug!("masquerade prefetch failed, setup will list the rules: {e}");
+        }
+    });
+    Ok(Some(MasqPrep {
+        att,
+        backend,
+        prefetch,
+    }))
+}
+
 fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniResult> {
     let netns_path = args
         .netns
         .as_ref()
         .ok_or_else(|| Error::Config("CNI_NETNS is required for ADD".into()))?;
+    let masq = start_masquerade(conf, args)?;
     let mut host = Netlink::new().context("failed to open netlink socket")?;
 
     let bridge = ensure_bridge(&mut host, conf)
@@ -107,26 +142,20 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
         result.dns = ipam.dns;
 
         let gateways = calc_gateways(&mut result, conf);
-        let masq = if conf.ip_masq {
-            let att = conf.attachment(&args.container_id, &args.ifname);
-            let backend = firewall::Backend::select(conf.ip_masq_backend.as_deref())
-                .context("failed to select ipmasq backend")?;
-            let ips: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
-            Some((att, backend, ips))
-        } else {
-            None
-        };
+        let ips: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
         std::thread::scope(|s| -> Result<()> {
             // The masquerade rules depend only on the attachment and the IPAM addresses,
             // so the firewall tool (a process of its own, ~3 ms) runs while we configure
             // the pod and the gateway. It is joined before the port wait, so errors keep
             // the reference's precedence: a container or gateway error is returned first
             // (the scope joins the thread; the rollback then removes whatever it added).
-            let masq = masq.map(|(att, backend, ips)| {
-                undo.push(Action::MasqTeardown(att.clone()));
+            let masq = masq.map(|m| {
+                undo.push(Action::MasqTeardown(m.att.clone()));
                 s.spawn(move || {
-                    firewall::backend(backend)
-                        .setup(&att, &ips)
+                    // Its result does not matter: without it, setup reads the rules itself.
+                    let _ = m.prefetch.join();
+                    m.backend
+                        .setup(&m.att, &ips)
                         .context("failed to setup IP masquerade")
                 })
             });
