@@ -95,12 +95,9 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
 
     let ns = Netns::open(netns_path)
         .context(format!("failed to open netns {:?}", netns_path.display()))?;
-    let mut cont = Netlink::in_netns(&ns).context(format!(
-        "failed to open netlink in netns {:?}",
-        netns_path.display()
-    ))?;
 
-    let (host_veth, cont_link) = create_veth(&mut host, &mut cont, &ns, args, conf, undo)?;
+    let (host_veth, mut cont) = create_veth(&mut host, &ns, args, conf, undo)?;
+    let cont_link = lookup(&mut cont, &args.ifname)?;
     setup_host_port(&mut host, &host_veth, &bridge, conf)?;
 
     let sandbox = netns_path.to_string_lossy().into_owned();
@@ -210,17 +207,29 @@ fn prefix(e: Error, what: &str) -> Error {
 /// Creates the bridge if needed (an existing one is reused as is, MTU included), checks
 /// that it is a bridge, sets promiscuous mode, `accept_ra=0` and brings it up.
 fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
-    match nl.create_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering()) {
-        // EEXIST: a previous ADD (or a parallel one) made it.
-        Err(e) if !e.is_exists() => {
-            return Err(Error::Netlink {
-                context: format!("could not add {:?}", conf.bridge),
-                source: e,
-            });
+    // Look first: the bridge exists on every ADD but a node's first, and a create attempt
+    // that fails with EEXIST costs a round trip under the RTNL lock (which every parallel
+    // ADD contends for) before the lookup we need anyway. Same outcome as create-then-
+    // lookup: a missing bridge is created, then read back.
+    let br = match nl
+        .link_by_name(&conf.bridge)
+        .context(format!("could not lookup {:?}", conf.bridge))?
+    {
+        Some(link) => check_bridge(link, &conf.bridge)?,
+        None => {
+            match nl.create_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering()) {
+                // EEXIST: a parallel ADD made it since our lookup.
+                Err(e) if !e.is_exists() => {
+                    return Err(Error::Netlink {
+                        context: format!("could not add {:?}", conf.bridge),
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+            bridge_by_name(nl, &conf.bridge)?
         }
-        _ => {}
-    }
-    let br = bridge_by_name(nl, &conf.bridge)?;
+    };
     if conf.promisc_mode {
         nl.set_promisc(br.index, true).context(format!(
             "could not set promiscuous mode on {:?}",
@@ -245,6 +254,11 @@ pub fn bridge_by_name(nl: &mut Netlink, name: &str) -> Result<Link> {
         .link_by_name(name)
         .context(format!("could not lookup {name:?}"))?
         .ok_or_else(|| Error::State(format!("could not lookup {name:?}: Link not found")))?;
+    check_bridge(link, name)
+}
+
+/// The reference's error for a link of the bridge's name that is not a bridge.
+fn check_bridge(link: Link, name: &str) -> Result<Link> {
     if link.kind.as_deref() != Some("bridge") {
         return Err(Error::State(format!(
             "{name:?} already exists but is not a bridge"
@@ -255,39 +269,35 @@ pub fn bridge_by_name(nl: &mut Netlink, name: &str) -> Result<Link> {
 
 /// Creates the veth pair from the node in one request, the container end placed straight
 /// into the pod netns under CNI_IFNAME; the host end gets a random `vethXXXXXXXX` name,
-/// retried when taken.
+/// retried when taken. Returns the host end and a netlink socket in the pod netns.
+///
+/// No lookup of CNI_IFNAME in the pod before creating: a taken name fails the create with
+/// EEXIST, which is told apart from a taken host name below (same error as a lookup would
+/// give), and the lookup cost a round trip plus a thread in the pod netns on every ADD.
 fn create_veth(
     host: &mut Netlink,
-    cont: &mut Netlink,
     ns: &Netns,
     args: &CmdArgs,
     conf: &BridgeConf,
     undo: &mut Undo,
-) -> Result<(Link, Link)> {
+) -> Result<(Link, Netlink)> {
     let ifname = &args.ifname;
     let exists_err = || {
         Error::State(format!(
             "container veth name provided ({ifname}) already exists"
         ))
     };
-    if cont
-        .link_by_name(ifname)
-        .context(format!("failed to lookup {ifname:?} in the container"))?
-        .is_some()
-    {
-        return Err(exists_err());
-    }
     for _ in 0..VETH_NAME_ATTEMPTS {
         let host_name = netlink::random_veth_name();
         match host.create_veth(&host_name, ifname, ns, conf.mtu, conf.mac) {
             Ok(()) => {
                 undo.push(Action::DeleteHostVeth(host_name.clone()));
                 let host_link = lookup(host, &host_name)?;
-                let cont_link = lookup(cont, ifname)?;
-                return Ok((host_link, cont_link));
+                let cont = enter_pod(ns, ifname, conf)?;
+                return Ok((host_link, cont));
             }
             Err(e) if e.is_exists() => {
-                // Either our random name is taken (retry) or the container name appeared.
+                // Either our random name is taken (retry) or the container name is.
                 let taken = host
                     .link_by_name(&host_name)
                     .context("failed to lookup host veth name")?
@@ -307,6 +317,43 @@ fn create_veth(
     Err(Error::State(format!(
         "failed to find a free host veth name in {VETH_NAME_ATTEMPTS} attempts"
     )))
+}
+
+/// One thread visit to the pod netns, right after the veth exists: opens the pod's netlink
+/// socket and writes the container interface's sysctls that do not depend on the IPAM
+/// result (DAD, ARP notify; best effort, as the reference). A thread that enters a netns
+/// costs a spawn, a `setns` and a join; doing these here instead of on a second thread
+/// after IPAM leaves that second visit to IPv6 pods only. The values are the same and are
+/// still written before the link is up and addressed; with a failed IPAM the veth is
+/// deleted anyway.
+fn enter_pod(ns: &Netns, ifname: &str, conf: &BridgeConf) -> Result<Netlink> {
+    // Without IPAM (layer 2) the reference writes none of these.
+    let layer3 = conf.is_layer3();
+    let enable_dad = conf.enable_dad;
+    netns::run_in(ns, || -> netlink::Result<Netlink> {
+        let nl = Netlink::new()?;
+        if layer3 {
+            if enable_dad {
+                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
+                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
+            } else {
+                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+            }
+            best_effort_sysctl(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+        }
+        Ok(nl)
+    })
+    .and_then(|r| r)
+    .context(format!(
+        "failed to open netlink in netns {:?}",
+        ns.path().display()
+    ))
+}
+
+fn best_effort_sysctl(key: &str, v: &str) {
+    if let Err(e) = sysctl::set(key, v) {
+        log::debug!("{key}: {e}");
+    }
 }
 
 fn lookup(nl: &mut Netlink, name: &str) -> Result<Link> {
@@ -354,32 +401,22 @@ fn configure_container(
 ) -> Result<()> {
     let has_v6 = result.ips.iter().any(|ip| ip.address.is_ipv6());
     let enable_dad = conf.enable_dad;
-    // One thread in the pod netns for every sysctl: /proc/sys/net is per netns of the
-    // opening thread. Only `disable_ipv6` is fatal, as in the reference.
-    netns::run_in(ns, || -> Result<()> {
-        let best_effort = |key: String, v: &str| {
-            if let Err(e) = sysctl::set(&key, v) {
-                log::debug!("{key}: {e}");
-            }
-        };
-        if enable_dad {
-            best_effort(format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
-            best_effort(format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
-        } else {
-            best_effort(format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
-        }
-        best_effort(format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-        if has_v6 {
+    // The DAD and ARP sysctls were written by `enter_pod`; only the IPv6 ones, which
+    // depend on the IPAM result, need this second thread in the pod netns
+    // (/proc/sys/net is per netns of the opening thread). Only `disable_ipv6` is fatal,
+    // as in the reference.
+    if has_v6 {
+        netns::run_in(ns, || -> Result<()> {
             for iface in ["lo", ifname] {
                 sysctl::ensure(&format!("net/ipv6/conf/{iface}/disable_ipv6"), "0")
                     .context(format!("failed to enable IPv6 for interface {iface:?}"))?;
             }
             // Keep the addresses if the runtime bounces the link (v1.7.0+).
-            best_effort(format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
-        }
-        Ok(())
-    })
-    .context("failed to enter the container netns")??;
+            best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
+            Ok(())
+        })
+        .context("failed to enter the container netns")??;
+    }
 
     cont.set_up(link.index)
         .context(format!("failed to set {ifname:?} UP"))?;
