@@ -395,7 +395,9 @@ fn dispatch_inner<P: Plugin>(
         return Ok(Some(format!("{v}\n")));
     }
 
-    let mut data = Vec::new();
+    // A config is a few hundred bytes to a few KiB: start with room for it so the read is
+    // one syscall, not a run of small probes (an empty Vec makes read_to_end probe 32 bytes).
+    let mut data = Vec::with_capacity(16 * 1024);
     stdin
         .read_to_end(&mut data)
         .map_err(|e| CniError::new(code::IO_FAILURE, format!("error reading from stdin: {e}")))?;
