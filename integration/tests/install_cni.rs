@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cni::config::ConfList;
 use rcni_integration::{Call, TestNetns, bin, bin_dir, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
@@ -170,13 +171,10 @@ fn installed_files_network_a_pod() {
     )
     .expect("copy");
 
-    let list: Value = serde_json::from_str(
-        &fs::read_to_string(t.path().join("etc/cni/net.d/10-flannel.conflist")).expect("read"),
-    )
-    .expect("json");
-    let mut conf = list["plugins"][0].clone();
-    conf["name"] = list["name"].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
+    // What the runtime derives from the installed file for the first plugin.
+    let list = ConfList::load(&t.path().join("etc/cni/net.d/10-flannel.conflist"))
+        .expect("the installed config loads");
+    let mut conf = list.plugin_conf(0).expect("one plugin");
     conf["subnetFile"] = json!(state.join("subnet.env"));
     conf["dataDir"] = json!(state.join("flannel"));
     conf["ipam"] = json!({ "dataDir": state.join("ipam") });
