@@ -66,6 +66,17 @@ impl DiskStore {
         Ok(DiskStore { dir, lock })
     }
 
+    /// Opens `<data_dir>/<network>` only if a plugin made it (the directory and its lock
+    /// file exist); `Ok(None)` otherwise. Creates nothing: for tools that only look.
+    pub fn open_existing(data_dir: &Path, network: &str) -> Result<Option<Self>, StoreError> {
+        let dir = data_dir.join(network);
+        if !dir.join(LOCK_FILE).is_file() {
+            return Ok(None);
+        }
+        let lock = FileLock::open(&dir.join(LOCK_FILE))?;
+        Ok(Some(DiskStore { dir, lock }))
+    }
+
     /// The network's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -305,6 +316,20 @@ mod tests {
         );
         assert_eq!(l.last_reserved(0).expect("last"), Some(ip("10.0.0.2")));
         assert_eq!(l.last_reserved(7).expect("last"), None);
+    }
+
+    #[test]
+    fn open_existing_creates_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(
+            DiskStore::open_existing(tmp.path(), "n")
+                .expect("open")
+                .is_none()
+        );
+        assert!(!tmp.path().join("n").exists());
+        DiskStore::open(tmp.path(), "n").expect("open");
+        let s = DiskStore::open_existing(tmp.path(), "n").expect("open");
+        assert_eq!(s.expect("made by open").dir(), tmp.path().join("n"));
     }
 
     #[test]

@@ -134,18 +134,6 @@ fn status(args: &CmdArgs) -> Result<(), PluginError> {
     usable.map_err(|source| PluginError::Unavailable { dir, source })
 }
 
-/// Whether an attachment in `valid` owns a reservation of `owner`.
-fn is_live(owner: &Owner, valid: &HashSet<(&str, &str)>, containers: &HashSet<&str>) -> bool {
-    match owner {
-        Owner::Attachment {
-            container_id,
-            ifname,
-        } => valid.contains(&(container_id.as_str(), ifname.as_str())),
-        Owner::Container(cid) => containers.contains(cid.as_str()),
-        Owner::Unknown => false,
-    }
-}
-
 /// GC: release every reservation not owned by a valid attachment, and
 /// temp files left by killed processes. `lock` and `last_reserved_ip.*`
 /// stay. Without `cni.dev/valid-attachments` nothing is released.
@@ -159,7 +147,6 @@ fn gc(args: &CmdArgs) -> Result<(), PluginError> {
         .iter()
         .map(|a: &Attachment| (a.container_id.trim(), a.ifname.as_str()))
         .collect();
-    let containers: HashSet<&str> = valid.iter().map(|(c, _)| *c).collect();
 
     let store = DiskStore::open(&conf.data_dir, &conf.name)?;
     let mut locked = store.lock()?;
@@ -168,7 +155,7 @@ fn gc(args: &CmdArgs) -> Result<(), PluginError> {
         .list()?
         .into_iter()
         .map(|e| (e.ip, e.owner()))
-        .filter(|(_, owner)| !is_live(owner, &valid, &containers))
+        .filter(|(_, owner)| !owner.is_owned_by(&valid))
         .collect();
     for (ip, owner) in stale {
         log::info!("GC: releasing {ip} ({owner:?})");
