@@ -17,6 +17,8 @@
 //! what the Go plugins left behind (`CNI-<hash>` iptables chains and the
 //! `inet cni_plugins_masquerade` table's rules), so a node that ran them is cleaned too.
 //!
+//! [`rule_owners`] lists, read-only, which attachments have rules (for rcni-doctor).
+//!
 //! Tools are found on `PATH`, then `/usr/sbin`, `/sbin`, and run in the calling thread's
 //! network namespace (the bridge plugin runs in the node's).
 
@@ -25,13 +27,15 @@
 mod error;
 pub mod hash;
 mod iptables;
+mod listing;
 mod nft;
 mod runner;
 pub mod spoofcheck;
 
 pub use error::Error;
 pub use ipnetwork::IpNetwork;
-pub use iptables::Iptables;
+pub use iptables::{Iptables, tokenize as iptables_words};
+pub use listing::{OwnerKey, RuleKind, RuleOwner, RuleSource, masquerade_owners, rule_owners};
 pub use nft::{
     CHAIN_PREFIX as NFT_CHAIN_PREFIX, Nftables, REFERENCE_TABLE as NFT_REFERENCE_TABLE,
     TABLE as NFT_TABLE, chain_name as nft_chain_name,

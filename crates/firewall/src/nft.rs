@@ -73,7 +73,7 @@ pub fn chain_name(att: &Attachment) -> String {
 }
 
 /// The instance hash an attachment chain is named after (`None` for other chains).
-fn hash_of_chain(name: &str) -> Option<&str> {
+pub(crate) fn hash_of_chain(name: &str) -> Option<&str> {
     let h = name.strip_prefix(CHAIN_PREFIX)?;
     (hash_of_comment(h) == Some(h)).then_some(h)
 }

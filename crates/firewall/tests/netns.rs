@@ -432,3 +432,55 @@ fn teardown_all_cleans_both_backends_and_go_leftovers() {
         assert!(!v4.contains(&ref_b), "{v4}");
     });
 }
+
+/// The read-only listing sees what each backend (and the Go plugin) really programmed, and
+/// attributes it; after GC it sees nothing.
+#[test]
+fn listing_attributes_every_backend_and_gc_empties_it() {
+    in_private_netns(|| {
+        let runner = SystemRunner::new();
+        assert!(firewall::rule_owners(&runner).unwrap().is_empty());
+        let a = att("mynet", "cid1", "eth0");
+        let b = att("mynet", "cid2", "eth0");
+        let c = att("othernet", "cid3", "eth0");
+        nft().setup(&a, &ips(&["10.1.0.2/24"])).unwrap();
+        Iptables::new(SystemRunner::new())
+            .setup(&b, &ips(&["10.1.0.3/24", "fd00::3/64"]))
+            .unwrap();
+        nft().setup(&c, &ips(&["10.2.0.2/24"])).unwrap();
+        go_reference_chain("mynet", "gone", "10.1.0.9", "10.1.0.0/24");
+
+        let owners = firewall::rule_owners(&runner).unwrap();
+        let of = |x: &Attachment| -> Vec<String> {
+            owners
+                .iter()
+                .filter(|o| o.belongs_to(x))
+                .map(|o| o.location.clone())
+                .collect()
+        };
+        assert_eq!(
+            of(&a),
+            [format!("nft inet rcni_masquerade {}", nft_chain_name(&a))]
+        );
+        let chain_b = iptables_chain(&b);
+        assert_eq!(
+            of(&b),
+            [
+                format!("ip6tables nat {chain_b}"),
+                format!("iptables nat {chain_b}")
+            ]
+        );
+        let gone = att("mynet", "gone", "eth1");
+        assert_eq!(
+            of(&gone),
+            [format!("iptables nat {}", reference_chain("mynet", "gone"))]
+        );
+        assert_eq!(owners.len(), 5, "{owners:#?}");
+        assert_eq!(owners.iter().filter(|o| o.network_is("mynet")).count(), 4);
+
+        firewall::gc_all("mynet", &[]).unwrap();
+        let left = firewall::rule_owners(&runner).unwrap();
+        assert_eq!(left.len(), 1, "{left:#?}");
+        assert!(left[0].belongs_to(&c));
+    });
+}
