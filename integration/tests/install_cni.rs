@@ -13,7 +13,7 @@ use cni::config::ConfList;
 use rcni_integration::{Call, TestNetns, bin, bin_dir, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
-const PLUGINS: &[&str] = &["bridge", "flannel", "host-local", "loopback"];
+const PLUGINS: &[&str] = &["bridge", "flannel", "host-local", "loopback", "rcni-doctor"];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf-examples")
@@ -55,7 +55,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert_eq!(
         dir_entries(&bins),
         PLUGINS,
-        "exactly the four plugins, no temp files"
+        "exactly the four plugins and the doctor, no temp files"
     );
     for p in PLUGINS {
         let installed = bins.join(p);
@@ -66,6 +66,17 @@ fn installs_the_built_suite_and_the_plugins_run() {
         );
         let mode = fs::metadata(&installed).expect("meta").permissions().mode() & 0o7777;
         assert_eq!(mode, 0o755, "{p}");
+        if *p == "rcni-doctor" {
+            let v = Command::new(&installed)
+                .arg("--version")
+                .output()
+                .expect("run");
+            assert!(
+                String::from_utf8_lossy(&v.stdout).starts_with("rcni-doctor rcni v"),
+                "{v:?}"
+            );
+            continue;
+        }
         // The installed binary answers VERSION as a CNI plugin.
         let v = Call::new(&installed, "VERSION", json!({"cniVersion": "1.1.0"}))
             .run()
@@ -98,7 +109,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(
         stderr(&again).matches("up to date").count(),
-        5,
+        6,
         "{}",
         stderr(&again)
     );
