@@ -677,6 +677,15 @@ fn stale_reservation_is_released_by_gc() {
 }
 
 #[test]
+fn a_pod_deleted_a_moment_ago_is_gone_not_unknown() {
+    let mut node = Node::new(Setup::default());
+    // No wait for the kernel to remove its veth: the doctor must not take the veth that is
+    // still going away for a pod its cache does not know.
+    node.pods[0].ns = None;
+    node.expect(&["stale-reservation"]);
+}
+
+#[test]
 fn an_empty_reservation_file_is_stale() {
     let node = Node::new(Setup::default());
     // What a host-local killed between creating and writing the file leaves.

@@ -39,6 +39,20 @@ impl Kernel {
         self.links.iter().find(|l| l.index == index)
     }
 
+    /// The pods' host veths on `bridge`, read again now (not from the snapshot); `None` when
+    /// netlink cannot be read.
+    pub fn veth_ports_now(bridge: &str) -> Option<usize> {
+        let mut nl = Netlink::new().ok()?;
+        let br = nl.link_by_name(bridge).ok()??;
+        let links = nl.links().ok()?;
+        Some(
+            links
+                .iter()
+                .filter(|l| l.master == Some(br.index) && l.kind.as_deref() == Some("veth"))
+                .count(),
+        )
+    }
+
     /// The links enslaved to `bridge`.
     pub fn ports(&self, bridge: &Link) -> Vec<&Link> {
         self.links

@@ -106,7 +106,10 @@ pub fn mtu(ctx: &Context) -> CheckResult {
         let mut seen = Vec::new();
         if let Some(bridge) = ctx.net.bridge.as_deref().and_then(|b| kernel.link(b)) {
             seen.push(format!("{} {}", bridge.name, bridge.mtu));
-            if bridge.mtu > mtu {
+            // Without ports the kernel resets a bridge's MTU to 1500 (unless a user set it);
+            // the next port brings it down again, so only a bridge with ports counts.
+            let has_ports = !kernel.ports(bridge).is_empty();
+            if has_ports && bridge.mtu > mtu {
                 problems.push(format!("{} has MTU {}", bridge.name, bridge.mtu));
             }
             let big: Vec<String> = kernel

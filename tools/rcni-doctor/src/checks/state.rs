@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ipam_store::{Entry, Owner, RawRange};
 
@@ -10,6 +11,7 @@ use crate::Context;
 use crate::attachments::{Cached, Liveness};
 use crate::finding::{CheckResult, Finding, Id, Outcome, Repair};
 use crate::network::Config;
+use crate::node::Kernel;
 
 /// The attachments of the active network the runtime still has, or why they cannot be
 /// known for sure (then nothing may be called stale, let alone released).
@@ -40,7 +42,7 @@ pub fn live_attachments<'a>(ctx: &'a Context, network: &str) -> Result<Vec<&'a C
                 .into_iter()
                 .filter(|p| p.kind.as_deref() == Some("veth"))
                 .count();
-            if ports > live.len() {
+            if ports > live.len() && !ports_settle(bridge, live.len()) {
                 return Err(Outcome::Unchecked(format!(
                     "{bridge} has {ports} pod ports but the libcni cache in {} lists {} live \
                      pods of {network:?}: it does not know every pod (is --cache-dir the \
@@ -52,6 +54,21 @@ pub fn live_attachments<'a>(ctx: &'a Context, network: &str) -> Result<Vec<&'a C
         }
     }
     Ok(live)
+}
+
+/// Whether the veths on `bridge` drop to `max` within a moment: a pod whose netns was
+/// deleted just now keeps its host veth until the kernel has torn the netns down, which it
+/// does asynchronously (milliseconds). Polls the condition, with a deadline.
+fn ports_settle(bridge: &str, max: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match Kernel::veth_ports_now(bridge) {
+            Some(n) if n <= max => return true,
+            None => return false,
+            Some(_) if Instant::now() >= deadline => return false,
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// Why the owner of a reservation or saved config counts as gone.
