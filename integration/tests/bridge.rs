@@ -649,6 +649,43 @@ fn failed_container_config_after_ipam_rolls_everything_back() {
     assert_no_rules_for(&node.ns, "10.77.0.9");
 }
 
+/// The spoof-check rules are installed before the container is configured; a failure there
+/// (a route the kernel refuses) must take them away again.
+#[test]
+fn failed_add_after_the_spoof_check_removes_its_rules() {
+    let node = Node::new();
+    let markers = temp_dir();
+    let (_dir, path) = fake_ipam_dir(&markers.path().join("del-calls"));
+    let mut conf = node.conf("1.0.0", SUBNET, json!({"macspoofchk": true}));
+    conf["ipam"] = json!({"type": "fake-ipam"});
+    let pod = TestNetns::new("pod");
+    let e = Call::new(path.join("bridge"), "ADD", conf)
+        .container("spoofail")
+        .netns(&pod)
+        .path(&path.to_string_lossy())
+        .in_node(&node.ns)
+        .env("CNI_LOG_LEVEL", "debug")
+        .run();
+    let err = e.expect_err(999);
+    assert!(
+        err["msg"].as_str().unwrap_or_default().contains("route"),
+        "{err}"
+    );
+    // The ADD got past the spoof-check setup (its error is the later route step, not the
+    // setup), so the rules were installed; the rollback ran their teardown.
+    assert!(
+        e.stderr.contains("MacspoofTeardown(\"spoofail-eth0\")"),
+        "{}",
+        e.stderr
+    );
+    let rules = node.ns.nft_ruleset();
+    assert!(
+        !rules.contains("spoofail"),
+        "spoof-check rules left:\n{rules}"
+    );
+    assert_nothing_left(&node, &pod, 0, 0);
+}
+
 /// Normalizes a result for comparison: random names, MACs and the sandbox path go.
 fn normalize(mut r: Value) -> Value {
     if let Some(ifs) = r["interfaces"].as_array_mut() {

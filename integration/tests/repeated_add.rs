@@ -188,6 +188,32 @@ fn flannel_repeated_add_of_a_running_pod_leaves_it_untouched() {
     assert!(!node.ns.nft_ruleset().contains("cni-br-iface-live"));
 }
 
+/// A runtime that reuses a running pod's container ID for a new netns (against the spec):
+/// the ADD fails in IPAM ("duplicate allocation") and must not take the running pod's
+/// attachment-keyed state (spoof-check chains, rules, saved config) with it.
+#[test]
+fn flannel_add_of_a_running_container_id_in_another_netns_leaves_the_pod_untouched() {
+    let node = Node::new();
+    let conf = node.flannel_conf();
+    let pod = TestNetns::new("rpa");
+    node.call("flannel", &conf, "ADD", "reused", &pod)
+        .expect_ok();
+    let before = live_state(&node, "reused", &pod, true);
+    let other = TestNetns::new("rpo");
+    let e = node
+        .call("flannel", &conf, "ADD", "reused", &other)
+        .expect_err(999);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("duplicate allocation is not allowed"),
+        "{e}"
+    );
+    assert!(other.link("eth0").is_none(), "the failed ADD's veth goes");
+    assert_eq!(node.pod_state("reused", &pod), before);
+}
+
 #[test]
 fn flannel_failed_repeated_add_keeps_the_config_an_earlier_add_saved() {
     let node = Node::new();

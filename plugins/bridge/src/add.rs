@@ -1,7 +1,7 @@
-//! ADD, in the reference's order (features.md §2.2): bridge → veth → host port → spoof
-//! check → IPAM → container addresses and routes → gateway on the bridge → forwarding →
-//! masquerade → port state → result (the masquerade tool runs concurrently with the
-//! container and gateway steps; errors keep that order). Every per-pod step is recorded
+//! ADD, in the reference's order (features.md §2.2) except for the spoof check: bridge →
+//! veth → host port → IPAM → spoof check → container addresses and routes → gateway on the
+//! bridge → forwarding → masquerade → port state → result (the masquerade tool runs
+//! concurrently with the container and gateway steps; errors keep that order). Every per-pod step is recorded
 //! in an [`Undo`] list, so that a failure at any step leaves no veth, no allocation and no
 //! rule behind.
 
@@ -115,6 +115,19 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
         ..CniResult::default()
     };
 
+    // IPAM before the spoof check (the reference has them the other way round): the
+    // spoof-check chains are named after the attachment, so they may be a running pod's
+    // when a runtime reuses its container ID; IPAM refuses such an ADD ("duplicate
+    // allocation") before anything named after the attachment is touched or undone.
+    let ipam = if conf.is_layer3() {
+        // The whole stdin goes to IPAM, as the reference (ipam.ExecAdd).
+        let raw = cni::delegate::add(&conf.ipam_type, &args.stdin, args)?;
+        undo.push(Action::IpamDel(conf.ipam_type.clone()));
+        Some(raw)
+    } else {
+        None
+    };
+
     if conf.mac_spoof_chk {
         let id = firewall::spoofcheck::unique_id(&args.container_id, &args.ifname);
         let mac = cont_link.mac.map(netlink::format_mac).unwrap_or_default();
@@ -124,10 +137,7 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
             .map_err(|e| Error::spoofcheck("setup", e))?;
     }
 
-    if conf.is_layer3() {
-        // The whole stdin goes to IPAM, as the reference (ipam.ExecAdd).
-        let raw = cni::delegate::add(&conf.ipam_type, &args.stdin, args)?;
-        undo.push(Action::IpamDel(conf.ipam_type.clone()));
+    if let Some(raw) = ipam {
         let ipam = CniResult::from_json(&raw, &args.version.as_str())?;
         if ipam.ips.is_empty() {
             return Err(Error::State(
