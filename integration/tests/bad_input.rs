@@ -254,7 +254,7 @@ fn a_container_id_that_cannot_be_a_file_name_is_refused_before_anything_is_made(
             assert_eq!(
                 e["details"],
                 json!(format!(
-                    "a container ID must be at most 255 bytes (it names files), got {len}"
+                    "CNI_CONTAINERID must be at most 255 bytes (it names files), got {len}"
                 )),
                 "{plugin}"
             );

@@ -97,7 +97,7 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
         return Err(
             CniError::new(code::INVALID_ENVIRONMENT, "containerID is too long").with_details(
                 format!(
-                    "a container ID must be at most {MAX_CONTAINER_ID_LENGTH} bytes (it names files), got {}",
+                    "CNI_CONTAINERID must be at most {MAX_CONTAINER_ID_LENGTH} bytes (it names files), got {}",
                     id.len()
                 ),
             ),
@@ -184,7 +184,7 @@ mod tests {
             (
                 4,
                 "containerID is too long",
-                "a container ID must be at most 255 bytes (it names files), got 10000"
+                "CNI_CONTAINERID must be at most 255 bytes (it names files), got 10000"
             )
         );
         assert_eq!(validate_container_id(&"a".repeat(256)).unwrap_err().code, 4);
