@@ -351,14 +351,25 @@ fn gate(
     ))
 }
 
+/// The test switch that forces the old-kernel paths (the `netlink` crate's
+/// `compat::FALLBACKS_ENV`, the same variable): here, doing without `/proc/thread-self`.
+const KERNEL_FALLBACKS_ENV: &str = "RCNI_TEST_KERNEL_FALLBACKS";
+
+/// The netns of the calling thread: `/proc/thread-self` (3.17); on older kernels the
+/// process's, which is the same in a plugin (the dispatcher runs on the main thread).
+fn own_netns() -> std::io::Result<std::fs::Metadata> {
+    let forced = std::env::var_os(KERNEL_FALLBACKS_ENV).is_some_and(|v| v == "1");
+    match std::fs::metadata("/proc/thread-self/ns/net") {
+        Ok(m) if !forced => Ok(m),
+        _ => std::fs::metadata("/proc/self/ns/net"),
+    }
+}
+
 /// Go `ns.CheckNetNS`: is `CNI_NETNS` the netns this process runs in? A path that does not
 /// exist or cannot be inspected is left for the plugin to judge.
 fn is_own_netns(netns: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(target), Ok(own)) = (
-        std::fs::metadata(netns),
-        std::fs::metadata("/proc/thread-self/ns/net"),
-    ) else {
+    let (Ok(target), Ok(own)) = (std::fs::metadata(netns), own_netns()) else {
         return false;
     };
     target.dev() == own.dev() && target.ino() == own.ino()

@@ -240,6 +240,14 @@ fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
             bridge_by_name(nl, &conf.bridge)?
         }
     };
+    // VLAN isolation needs a filtering bridge; a kernel before 4.3 creates it without
+    // filtering (it ignores the attribute), and a bridge made by someone else may not filter.
+    if conf.vlan_filtering() && br.vlan_filtering != Some(true) {
+        return Err(Error::State(format!(
+            "bridge {:?} does not filter VLANs, so \"vlan\"/\"vlanTrunk\" would not isolate pods (VLAN filtering at bridge creation needs Linux 4.3)",
+            conf.bridge
+        )));
+    }
     if conf.promisc_mode {
         nl.set_promisc(br.index, true).context(format!(
             "could not set promiscuous mode on {:?}",
