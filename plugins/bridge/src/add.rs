@@ -35,15 +35,19 @@ const DAD_POLL: Duration = Duration::from_millis(50);
 pub fn add(args: &CmdArgs) -> Result<CniResult> {
     let conf = BridgeConf::load(&args.stdin, &args.args)?;
     conf.validate_for_add()?;
-    let mut undo = Undo::new();
+    let mut undo = Undo::new(args);
     match add_steps(args, &conf, &mut undo) {
-        Ok(result) => Ok(result),
+        Ok(result) => {
+            undo.commit();
+            Ok(result)
+        }
         Err(e) => {
             log::debug!(
                 "ADD failed ({e}); rolling back {} step(s)",
                 undo.actions().len()
             );
-            undo.rollback(args);
+            // Dropping the list runs it.
+            drop(undo);
             Err(e)
         }
     }
@@ -82,7 +86,7 @@ fn start_masquerade(conf: &BridgeConf, args: &CmdArgs) -> Result<Option<MasqPrep
     }))
 }
 
-fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniResult> {
+fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo<'_>) -> Result<CniResult> {
     let netns_path = args
         .netns
         .as_ref()
@@ -199,6 +203,8 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
     if conf.dns.is_set() {
         result.dns = conf.dns.to_result();
     }
+    // Every step is on the undo list by now: a panic here must roll all of them back.
+    cni::fault::point("bridge-add-end");
     Ok(result)
 }
 
@@ -297,7 +303,7 @@ fn create_veth(
     ns: &Netns,
     args: &CmdArgs,
     conf: &BridgeConf,
-    undo: &mut Undo,
+    undo: &mut Undo<'_>,
 ) -> Result<(Link, Netlink)> {
     let ifname = &args.ifname;
     let exists_err = || {

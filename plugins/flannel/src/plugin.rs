@@ -2,7 +2,7 @@
 //!
 //! * ADD: build the delegate config from our config and subnet.env, save it, run the delegate's
 //!   ADD and return its result unchanged. On failure, undo only what this ADD did: the saved
-//!   config (see [`SavedConfigUndo`]). The delegate undoes its own steps; a delegate DEL here
+//!   config (see [`AddUndo`]). The delegate undoes its own steps; a delegate DEL here
 //!   would also remove what an earlier ADD made (a repeated ADD of a running pod fails in the
 //!   delegate because its interface exists, and DEL would then delete that live interface).
 //! * DEL: run the delegate's DEL with the saved config, then forget it. Without a usable saved
@@ -109,32 +109,46 @@ enum Source {
     Unavailable(FlannelError),
 }
 
-/// The undo of ADD's one step of its own, the saved delegate config: on drop (a failed
-/// ADD, or a panic unwinding through it) the file this ADD wrote is removed, or the bytes
-/// an earlier ADD of the same container ID had saved are put back, so that a running pod's
-/// DEL still finds the config it was made with. [`SavedConfigUndo::keep`] disarms it.
-struct SavedConfigUndo<'a> {
+/// The undo of a flannel ADD, run on drop (a failed ADD, or a panic unwinding through it)
+/// unless [`AddUndo::keep`] disarmed it:
+/// * once the delegate's ADD succeeded, the attachment is this ADD's: the delegate's DEL
+///   removes it (and if that fails, the saved config stays for the runtime's DEL);
+/// * the saved config this ADD wrote is removed, or the bytes an earlier ADD of the same
+///   container ID had saved are put back, so that a running pod's DEL still finds the config
+///   it was made with. A failed delegate ADD undoes its own steps.
+struct AddUndo<'a> {
     store: &'a Store,
-    container_id: &'a str,
+    args: &'a CmdArgs,
     previous: Option<Vec<u8>>,
+    /// Set once the delegate's ADD succeeded.
+    added: Option<&'a DelegateConf>,
     armed: bool,
 }
 
-impl SavedConfigUndo<'_> {
-    /// The ADD succeeded: the new saved config stays.
+impl AddUndo<'_> {
+    /// The ADD succeeded: everything stays.
     fn keep(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for SavedConfigUndo<'_> {
+impl Drop for AddUndo<'_> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
+        let cid = &self.args.container_id;
+        if let Some(dc) = self.added
+            && let Err(e) = cni::delegate::del(&dc.plugin_type, &dc.bytes, self.args)
+        {
+            log::warn!(
+                "undoing the delegate's ADD with its DEL failed: {e}; the saved config stays for the runtime's DEL"
+            );
+            return;
+        }
         let undone = match &self.previous {
-            None => self.store.remove(self.container_id),
-            Some(bytes) => self.store.save(self.container_id, bytes),
+            None => self.store.remove(cid),
+            Some(bytes) => self.store.save(cid, bytes),
         };
         // The ADD's own error is what the runtime must see; its DEL still cleans up.
         if let Err(e) = undone {
@@ -158,15 +172,18 @@ impl Plugin for Flannel {
         let store = Store::new(&conf.data_dir);
         let previous = store.load(&args.container_id)?;
         store.save(&args.container_id, &dc.bytes)?;
-        let undo = SavedConfigUndo {
+        let mut undo = AddUndo {
             store: &store,
-            container_id: &args.container_id,
+            args,
             previous,
+            added: None,
             armed: true,
         };
 
         match cni::delegate::add(&dc.plugin_type, &dc.bytes, args) {
             Ok(result) => {
+                undo.added = Some(&dc);
+                cni::fault::point("flannel-add-after-delegate");
                 undo.keep();
                 Ok(AddOutput::Raw(result))
             }
