@@ -1,6 +1,6 @@
 //! Bad input gets a CNI error object (a known code, a message) on stdout and exit
-//! status 1: never a crash (release builds abort on panic, which would show here as
-//! SIGABRT), never garbage on stdout, never a half-made pod.
+//! status 1: never a crash (a signal would show here as exit status -1), never garbage on
+//! stdout, never a half-made pod.
 
 use rcni_integration::{Call, TestNetns, bin, temp_dir};
 use serde_json::{Value, json};

@@ -566,8 +566,7 @@ fn delegate_type_is_found_on_cni_path() {
     // runnable config either) still succeeds, so the pod is not stuck.
     let conf = w.conf("0.3.1", json!({"delegate":{"type":"nosuchplugin"}}));
     let reply = w.run("ADD", "c2", conf.clone());
-    assert!(!reply.ok());
-    let err = reply.json();
+    let err = reply.expect_err(7);
     assert!(
         err["msg"]
             .as_str()

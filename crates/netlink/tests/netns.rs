@@ -193,7 +193,7 @@ fn bridge_port_master_hairpin_isolation() {
 /// on (6.18.44-fc) lacks: creating a bridge with vlan_filtering 1 fails with EOPNOTSUPP there,
 /// for `ip link add ... type bridge vlan_filtering 1` too. Run with `--ignored` elsewhere.
 #[test]
-#[ignore = "needs CONFIG_BRIDGE_VLAN_FILTERING (EOPNOTSUPP on the development kernel)"]
+#[ignore = "needs CONFIG_BRIDGE_VLAN_FILTERING; scripts/test.sh runs it on a kernel that has it"]
 fn bridge_vlan_filtering_and_vlans() {
     let mut nl = private_netns();
     let (br, port, _ns2) = bridge_with_port(&mut nl, true);
