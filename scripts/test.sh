@@ -35,7 +35,7 @@ else
   kernel_tests=("rcni-integration bridge vlan_add_without_kernel_vlan_filtering_fails_cleanly")
 fi
 ip netns del "$probe"
-echo "=== rcni: #[ignore]d tests this kernel can run ===" >>"$log"
+echo "=== rcni: #[ignore]d tests this kernel can run ===" | tee -a "$log"
 for t in "${kernel_tests[@]}"; do
   read -r pkg target name <<<"$t"
   cargo test --locked -p "$pkg" --test "$target" -- --ignored --exact "$name" 2>&1 \
@@ -57,7 +57,7 @@ awk '
   }
   /^=== rcni: #\[ignore\]d tests this kernel can run ===$/ { extra = 1; next }
   /^ +(Running|Doc-tests) / { started++ }
-  /^test result:/ {
+  /^test result: (ok|FAILED)\./ {
     p1 = f1 = g1 = 0; count($0); results++
     p += p1; f += f1
     if (extra) ignored -= p1 + f1; else ignored += g1
