@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+mod flannel_node;
+pub use flannel_node::FlannelNode;
+
 /// Panics unless we run as root: network namespaces need it.
 pub fn require_root() {
     let uid = nix::unistd::geteuid();

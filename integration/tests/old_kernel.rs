@@ -8,84 +8,40 @@
 //!
 //! Root only (network namespaces). Never touches the machine's own netns.
 
-use std::fs;
-use std::path::PathBuf;
-
-use rcni_integration::{Call, Reply, TestNetns, bin, dir_entries, temp_dir, unique};
+use rcni_integration::{Call, FlannelNode, Reply, TestNetns, bin, dir_entries};
 use serde_json::{Value, json};
 
 const FALLBACKS: &str = "RCNI_TEST_KERNEL_FALLBACKS";
 const SUBNET_ENV: &str = "FLANNEL_NETWORK=10.249.0.0/16\nFLANNEL_SUBNET=10.249.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
-const NETWORK: &str = "oldk";
 
-struct Node {
-    ns: TestNetns,
-    dir: tempfile::TempDir,
-    bridge: String,
+/// A node that also has another link with an IPv4 address: an address dump of the bridge
+/// that the kernel does not filter lists it too, and taking it for the bridge's would fail
+/// every ADD ("already has an IP address different from ...").
+fn node() -> FlannelNode {
+    let node = FlannelNode::new("oldk", "oldk", SUBNET_ENV);
+    node.ns
+        .exec_ok("ip", &["link", "add", "other0", "type", "bridge"]);
+    node.ns
+        .exec_ok("ip", &["addr", "add", "192.168.66.1/24", "dev", "other0"]);
+    node.ns.exec_ok("ip", &["link", "set", "other0", "up"]);
+    node
 }
 
-impl Node {
-    /// A node that also has another link with an IPv4 address: an address dump of the
-    /// bridge that the kernel does not filter lists it too, and taking it for the bridge's
-    /// would fail every ADD ("already has an IP address different from ...").
-    fn new() -> Self {
-        let dir = temp_dir();
-        fs::write(dir.path().join("subnet.env"), SUBNET_ENV).expect("write subnet.env");
-        let ns = TestNetns::new("oldk");
-        ns.exec_ok("ip", &["link", "add", "other0", "type", "bridge"]);
-        ns.exec_ok("ip", &["addr", "add", "192.168.66.1/24", "dev", "other0"]);
-        ns.exec_ok("ip", &["link", "set", "other0", "up"]);
-        Node {
-            ns,
-            dir,
-            bridge: unique("obr"),
-        }
-    }
-
-    fn ipam_dir(&self) -> PathBuf {
-        self.dir.path().join("ipam")
-    }
-
-    fn flannel_conf(&self, delegate: Value) -> Value {
-        let mut d = json!({"isDefaultGateway": true, "bridge": self.bridge});
-        if let (Some(d), Some(extra)) = (d.as_object_mut(), delegate.as_object()) {
-            d.extend(extra.clone());
-        }
-        json!({
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "type": "flannel",
-            "subnetFile": self.dir.path().join("subnet.env"),
-            "dataDir": self.dir.path().join("flannel"),
-            "ipam": {"dataDir": self.ipam_dir()},
-            "delegate": d,
-        })
-    }
-
-    /// A call with the old-kernel paths forced and debug logs.
-    fn old(&self, plugin: &str, cmd: &str, conf: &Value, cid: &str, pod: &TestNetns) -> Call {
-        Call::new(bin(plugin), cmd, conf.clone())
-            .container(cid)
-            .netns(pod)
-            .in_node(&self.ns)
-            .env(FALLBACKS, "1")
-            .env("CNI_LOG_LEVEL", "debug")
-    }
-
-    fn reservations(&self) -> Vec<String> {
-        dir_entries(&self.ipam_dir().join(NETWORK))
-            .into_iter()
-            .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
-            .collect()
-    }
-
-    fn veths(&self) -> Vec<String> {
-        self.ns
-            .link_names()
-            .into_iter()
-            .filter(|n| n.starts_with("veth"))
-            .collect()
-    }
+/// A call with the old-kernel paths forced and debug logs.
+fn old(
+    node: &FlannelNode,
+    plugin: &str,
+    cmd: &str,
+    conf: &Value,
+    cid: &str,
+    pod: &TestNetns,
+) -> Call {
+    Call::new(bin(plugin), cmd, conf.clone())
+        .container(cid)
+        .netns(pod)
+        .in_node(&node.ns)
+        .env(FALLBACKS, "1")
+        .env("CNI_LOG_LEVEL", "debug")
 }
 
 fn pod_ip(result: &Value) -> String {
@@ -103,14 +59,12 @@ fn assert_old_path(r: &Reply) {
 
 #[test]
 fn the_flannel_chain_works_on_the_old_kernel_paths() {
-    let node = Node::new();
+    let node = node();
     let conf = node.flannel_conf(json!({"hairpinMode": true}));
     let pods = [TestNetns::new("oka"), TestNetns::new("okb")];
     let mut results = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
-        let r = node
-            .old("flannel", "ADD", &conf, &format!("old{i}"), pod)
-            .run();
+        let r = old(&node, "flannel", "ADD", &conf, &format!("old{i}"), pod).run();
         assert_old_path(&r);
         results.push(r.expect_ok());
     }
@@ -135,20 +89,19 @@ fn the_flannel_chain_works_on_the_old_kernel_paths() {
     for (i, pod) in pods.iter().enumerate() {
         let mut check = conf.clone();
         check["prevResult"] = results[i].clone();
-        node.old("flannel", "CHECK", &check, &format!("old{i}"), pod)
+        old(&node, "flannel", "CHECK", &check, &format!("old{i}"), pod)
             .run()
             .expect_ok();
     }
     let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
-    let r = node
-        .old("loopback", "ADD", &lo, "old0", &pods[0])
+    let r = old(&node, "loopback", "ADD", &lo, "old0", &pods[0])
         .ifname("lo")
         .run();
     assert_old_path(&r);
     assert_eq!(r.expect_ok()["ips"][0]["address"], json!("127.0.0.1/8"));
 
     for (i, pod) in pods.iter().enumerate() {
-        node.old("flannel", "DEL", &conf, &format!("old{i}"), pod)
+        old(&node, "flannel", "DEL", &conf, &format!("old{i}"), pod)
             .run()
             .expect_ok();
         assert!(pod.link("eth0").is_none());
@@ -161,10 +114,9 @@ fn the_flannel_chain_works_on_the_old_kernel_paths() {
 /// Without /proc/thread-self the own-netns check (code 8) still holds.
 #[test]
 fn own_netns_is_refused_on_the_old_kernel_path() {
-    let node = Node::new();
+    let node = node();
     let conf = node.flannel_conf(json!({}));
-    let e = node
-        .old("bridge", "ADD", &conf, "self", &node.ns)
+    let e = old(&node, "bridge", "ADD", &conf, "self", &node.ns)
         .run()
         .expect_err(8);
     assert_eq!(
@@ -173,7 +125,7 @@ fn own_netns_is_refused_on_the_old_kernel_path() {
     );
 }
 
-fn assert_refused_and_nothing_left(node: &Node, pod: &TestNetns, r: &Reply, what: &str) {
+fn assert_refused_and_nothing_left(node: &FlannelNode, pod: &TestNetns, r: &Reply, what: &str) {
     assert_old_path(r);
     let e = r.expect_err(999);
     assert!(
@@ -184,7 +136,7 @@ fn assert_refused_and_nothing_left(node: &Node, pod: &TestNetns, r: &Reply, what
     assert!(node.reservations().is_empty(), "{:?}", node.reservations());
     assert!(pod.link("eth0").is_none());
     assert!(
-        dir_entries(&node.dir.path().join("flannel")).is_empty(),
+        dir_entries(&node.flannel_dir()).is_empty(),
         "saved config left"
     );
 }
@@ -193,10 +145,10 @@ fn assert_refused_and_nothing_left(node: &Node, pod: &TestNetns, r: &Reply, what
 /// the same config isolates the port when the kernel has the feature.
 #[test]
 fn port_isolation_the_kernel_ignores_is_refused() {
-    let node = Node::new();
+    let node = node();
     let conf = node.flannel_conf(json!({"portIsolation": true}));
     let pod = TestNetns::new("oki");
-    let r = node.old("flannel", "ADD", &conf, "iso", &pod).run();
+    let r = old(&node, "flannel", "ADD", &conf, "iso", &pod).run();
     assert_refused_and_nothing_left(&node, &pod, &r, "IFLA_BRPORT_ISOLATED needs Linux 4.18");
 
     let call = |cmd: &str| {
@@ -217,10 +169,10 @@ fn port_isolation_the_kernel_ignores_is_refused() {
 /// ignores the attribute) is refused: the pods would not be isolated.
 #[test]
 fn vlan_on_a_bridge_that_does_not_filter_is_refused() {
-    let node = Node::new();
+    let node = node();
     let conf = node.flannel_conf(json!({"vlan": 100}));
     let pod = TestNetns::new("okv");
-    let r = node.old("flannel", "ADD", &conf, "vl", &pod).run();
+    let r = old(&node, "flannel", "ADD", &conf, "vl", &pod).run();
     assert_refused_and_nothing_left(&node, &pod, &r, "does not filter VLANs");
     let br = node.ns.link(&node.bridge).expect("the bridge was made");
     assert_ne!(br["linkinfo"]["info_data"]["vlan_filtering"], json!(1));

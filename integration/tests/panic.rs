@@ -6,10 +6,9 @@
 //! binaries `scripts/build-fault-injection.sh` builds into `target/bin-faults`, with the
 //! release profile's panic strategy. Root only (network namespaces).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use rcni_integration::{Call, Reply, TestNetns, dir_entries, temp_dir, unique};
+use rcni_integration::{Call, FlannelNode, Reply, TestNetns, dir_entries};
 use serde_json::{Value, json};
 
 const PANIC_AT: &str = "RCNI_TEST_PANIC_AT";
@@ -28,76 +27,47 @@ fn fault_bin_dir() -> PathBuf {
     dir
 }
 
-struct Node {
-    ns: TestNetns,
-    dir: tempfile::TempDir,
-    bridge: String,
+fn node() -> FlannelNode {
+    FlannelNode::new(
+        "pnc",
+        "pnc",
+        "FLANNEL_NETWORK=10.250.0.0/16\nFLANNEL_SUBNET=10.250.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+    )
 }
 
-impl Node {
-    fn new() -> Self {
-        let dir = temp_dir();
-        fs::write(
-            dir.path().join("subnet.env"),
-            "FLANNEL_NETWORK=10.250.0.0/16\nFLANNEL_SUBNET=10.250.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
-        )
-        .expect("write subnet.env");
-        Node {
-            ns: TestNetns::new("pnc"),
-            dir,
-            bridge: unique("pbr"),
-        }
-    }
+/// An ADD of a panic-injection binary, told to panic at `panic_at`.
+fn add(node: &FlannelNode, plugin: &str, conf: &Value, pod: &TestNetns, panic_at: &str) -> Reply {
+    let dir = fault_bin_dir();
+    Call::new(dir.join(plugin), "ADD", conf.clone())
+        .container("panicky")
+        .netns(pod)
+        .path(&dir.to_string_lossy())
+        .in_node(&node.ns)
+        .env(PANIC_AT, panic_at)
+        .run()
+}
 
-    fn flannel_conf(&self) -> Value {
-        json!({
-            "cniVersion": "1.0.0", "name": "pnc", "type": "flannel",
-            "subnetFile": self.dir.path().join("subnet.env"),
-            "dataDir": self.dir.path().join("flannel"),
-            "ipam": {"dataDir": self.dir.path().join("ipam")},
-            "delegate": {"bridge": self.bridge, "isDefaultGateway": true, "macspoofchk": true},
-        })
-    }
-
-    fn call(&self, plugin: &str, conf: &Value, pod: &TestNetns, panic_at: &str) -> Reply {
-        let dir = fault_bin_dir();
-        Call::new(dir.join(plugin), "ADD", conf.clone())
-            .container("panicky")
-            .netns(pod)
-            .path(&dir.to_string_lossy())
-            .in_node(&self.ns)
-            .env(PANIC_AT, panic_at)
-            .run()
-    }
-
-    fn assert_nothing_left(&self, pod: &TestNetns) {
-        let veths: Vec<String> = self
-            .ns
-            .link_names()
-            .into_iter()
-            .filter(|n| n.starts_with("veth"))
-            .collect();
-        assert!(veths.is_empty(), "veth left: {veths:?}");
-        assert!(pod.link("eth0").is_none(), "pod interface left");
-        let reserved: Vec<String> = dir_entries(&self.dir.path().join("ipam/pnc"))
-            .into_iter()
-            .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
-            .collect();
-        assert!(reserved.is_empty(), "IP left reserved: {reserved:?}");
-        assert!(
-            dir_entries(&self.dir.path().join("flannel")).is_empty(),
-            "saved config left"
-        );
-        let rules = format!("{}{}", self.ns.nft_ruleset(), self.ns.iptables_nat());
-        assert!(
-            !rules.contains("10.250.1."),
-            "masquerade rule left:\n{rules}"
-        );
-        assert!(
-            !rules.contains("panicky"),
-            "spoof-check rules left:\n{rules}"
-        );
-    }
+fn assert_nothing_left(node: &FlannelNode, pod: &TestNetns) {
+    assert!(node.veths().is_empty(), "veth left: {:?}", node.veths());
+    assert!(pod.link("eth0").is_none(), "pod interface left");
+    assert!(
+        node.reservations().is_empty(),
+        "IP left reserved: {:?}",
+        node.reservations()
+    );
+    assert!(
+        dir_entries(&node.flannel_dir()).is_empty(),
+        "saved config left"
+    );
+    let rules = format!("{}{}", node.ns.nft_ruleset(), node.ns.iptables_nat());
+    assert!(
+        !rules.contains("10.250.1."),
+        "masquerade rule left:\n{rules}"
+    );
+    assert!(
+        !rules.contains("panicky"),
+        "spoof-check rules left:\n{rules}"
+    );
 }
 
 fn assert_panic_error(r: &Reply, point: &str) {
@@ -111,20 +81,20 @@ fn assert_panic_error(r: &Reply, point: &str) {
 /// is a CNI error object, and the undo list removes all of it.
 #[test]
 fn a_panicking_bridge_add_is_an_error_object_and_rolled_back() {
-    let node = Node::new();
-    let mut conf = node.flannel_conf()["delegate"].clone();
+    let node = node();
+    let mut conf = node.flannel_conf(json!({"macspoofchk": true}))["delegate"].clone();
     conf["cniVersion"] = json!("1.0.0");
     conf["name"] = json!("pnc");
     conf["type"] = json!("bridge");
     conf["ipMasq"] = json!(true);
-    conf["ipam"] = json!({"type": "host-local", "dataDir": node.dir.path().join("ipam"),
+    conf["ipam"] = json!({"type": "host-local", "dataDir": node.ipam_dir(),
                           "ranges": [[{"subnet": "10.250.1.0/24"}]]});
     let pod = TestNetns::new("pnp");
-    let r = node.call("bridge", &conf, &pod, "bridge-add-end");
+    let r = add(&node, "bridge", &conf, &pod, "bridge-add-end");
     assert_panic_error(&r, "bridge-add-end");
-    node.assert_nothing_left(&pod);
+    assert_nothing_left(&node, &pod);
     // Without the injected panic the same ADD works (the point was really reached).
-    let ok = node.call("bridge", &conf, &pod, "");
+    let ok = add(&node, "bridge", &conf, &pod, "");
     ok.expect_ok();
     assert!(pod.link("eth0").is_some());
 }
@@ -133,14 +103,15 @@ fn a_panicking_bridge_add_is_an_error_object_and_rolled_back() {
 /// its undo runs the delegate's DEL and removes the saved config.
 #[test]
 fn a_panicking_flannel_add_is_an_error_object_and_rolled_back() {
-    let node = Node::new();
+    let node = node();
     let pod = TestNetns::new("pnf");
-    let r = node.call(
+    let r = add(
+        &node,
         "flannel",
-        &node.flannel_conf(),
+        &node.flannel_conf(json!({"macspoofchk": true})),
         &pod,
         "flannel-add-after-delegate",
     );
     assert_panic_error(&r, "flannel-add-after-delegate");
-    node.assert_nothing_left(&pod);
+    assert_nothing_left(&node, &pod);
 }

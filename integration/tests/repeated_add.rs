@@ -12,9 +12,9 @@
 //! Root only (network namespaces). Never touches the machine's own netns.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rcni_integration::{Call, Reply, TestNetns, bin, dir_entries, temp_dir, unique};
+use rcni_integration::{Call, FlannelNode, Reply, TestNetns, bin, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
 /// flanneld leaves masquerading to the plugins (`FLANNEL_IPMASQ=false`), so the bridge
@@ -22,119 +22,86 @@ use serde_json::{Value, json};
 const SUBNET_ENV: &str = "FLANNEL_NETWORK=10.246.0.0/16\nFLANNEL_SUBNET=10.246.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
 const NETWORK: &str = "rpt";
 
-/// A node netns with flanneld's subnet.env and the state dirs the configs point at.
-struct Node {
-    ns: TestNetns,
-    dir: tempfile::TempDir,
-    bridge: String,
+fn node() -> FlannelNode {
+    FlannelNode::new("rpt", NETWORK, SUBNET_ENV)
 }
 
-impl Node {
-    fn new() -> Self {
-        let dir = temp_dir();
-        fs::write(dir.path().join("subnet.env"), SUBNET_ENV).expect("write subnet.env");
-        Node {
-            ns: TestNetns::new("rpt"),
-            dir,
-            bridge: unique("rbr"),
-        }
-    }
+/// The kube-flannel config, with spoof checking on.
+fn flannel_conf(node: &FlannelNode) -> Value {
+    node.flannel_conf(json!({"macspoofchk": true}))
+}
 
-    fn ipam_dir(&self) -> PathBuf {
-        self.dir.path().join("ipam")
-    }
+/// The delegate config flannel would build, for calling bridge directly.
+fn bridge_conf(node: &FlannelNode) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK,
+        "type": "bridge",
+        "bridge": node.bridge,
+        "isDefaultGateway": true,
+        "ipMasq": true,
+        "macspoofchk": true,
+        "ipam": {"type": "host-local", "dataDir": node.ipam_dir(),
+                 "ranges": [[{"subnet": "10.246.1.0/24"}]]},
+    })
+}
 
-    fn flannel_dir(&self) -> PathBuf {
-        self.dir.path().join("flannel")
-    }
+fn call(
+    node: &FlannelNode,
+    plugin: &str,
+    conf: &Value,
+    cmd: &str,
+    cid: &str,
+    pod: &TestNetns,
+) -> Reply {
+    Call::new(bin(plugin), cmd, conf.clone())
+        .container(cid)
+        .netns(pod)
+        .in_node(&node.ns)
+        .run()
+}
 
-    /// The kube-flannel config, with spoof checking on, pointed at this node's files.
-    fn flannel_conf(&self) -> Value {
-        json!({
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "type": "flannel",
-            "subnetFile": self.dir.path().join("subnet.env"),
-            "dataDir": self.flannel_dir(),
-            "ipam": {"dataDir": self.ipam_dir()},
-            "delegate": {"isDefaultGateway": true, "bridge": self.bridge, "macspoofchk": true},
+/// host-local's reservations of the network: `(ip, owner)`.
+fn owned_reservations(node: &FlannelNode) -> Vec<(String, String)> {
+    let dir = node.ipam_dir().join(NETWORK);
+    node.reservations()
+        .into_iter()
+        .map(|f| {
+            let owner = fs::read_to_string(dir.join(&f)).expect("read reservation");
+            (f, owner)
         })
-    }
+        .collect()
+}
 
-    /// The delegate config flannel would build, for calling bridge directly.
-    fn bridge_conf(&self) -> Value {
-        json!({
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "type": "bridge",
-            "bridge": self.bridge,
-            "isDefaultGateway": true,
-            "ipMasq": true,
-            "macspoofchk": true,
-            "ipam": {"type": "host-local", "dataDir": self.ipam_dir(),
-                     "ranges": [[{"subnet": "10.246.1.0/24"}]]},
-        })
-    }
-
-    fn call(&self, plugin: &str, conf: &Value, cmd: &str, cid: &str, pod: &TestNetns) -> Reply {
-        Call::new(bin(plugin), cmd, conf.clone())
-            .container(cid)
-            .netns(pod)
-            .in_node(&self.ns)
-            .run()
-    }
-
-    /// host-local's reservations of the network: `(ip, owner)`.
-    fn reservations(&self) -> Vec<(String, String)> {
-        let dir = self.ipam_dir().join(NETWORK);
-        dir_entries(&dir)
-            .into_iter()
-            .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
-            .map(|f| {
-                let owner = fs::read_to_string(dir.join(&f)).expect("read reservation");
-                (f, owner)
-            })
-            .collect()
-    }
-
-    fn veths(&self) -> Vec<String> {
-        self.ns
-            .link_names()
-            .into_iter()
-            .filter(|n| n.starts_with("veth"))
-            .collect()
-    }
-
-    /// Everything a running pod `cid` depends on, for before/after comparisons.
-    fn pod_state(&self, cid: &str, pod: &TestNetns) -> Value {
-        let eth0 = pod.link("eth0").expect("the pod has eth0");
-        let addrs: Vec<String> = pod
-            .addrs("eth0")
-            .into_iter()
-            .filter(|a| !a.starts_with("fe80:"))
-            .collect();
-        let ip = addrs
-            .first()
-            .and_then(|a| a.split('/').next())
-            .expect("eth0 has an address")
-            .to_owned();
-        let saved = fs::read(self.flannel_dir().join(cid)).ok();
-        let nft = self.ns.nft_ruleset();
-        let ipt = self.ns.iptables_nat();
-        let spoof_chain = format!("cni-br-iface-{cid}-eth0");
-        json!({
-            "eth0_index": eth0["ifindex"],
-            "eth0_mac": eth0["address"],
-            "addrs": addrs,
-            "routes": pod.routes("-4"),
-            "reservations": self.reservations(),
-            "saved_config": saved.map(|b| String::from_utf8_lossy(&b).into_owned()),
-            "veths": self.veths(),
-            "masquerade_rule": nft.contains(&ip) || ipt.contains(&ip),
-            "spoof_check_chain": nft.contains(&spoof_chain),
-            "node_reaches_pod": self.ns.ping(&ip),
-        })
-    }
+/// Everything a running pod `cid` depends on, for before/after comparisons.
+fn pod_state(node: &FlannelNode, cid: &str, pod: &TestNetns) -> Value {
+    let eth0 = pod.link("eth0").expect("the pod has eth0");
+    let addrs: Vec<String> = pod
+        .addrs("eth0")
+        .into_iter()
+        .filter(|a| !a.starts_with("fe80:"))
+        .collect();
+    let ip = addrs
+        .first()
+        .and_then(|a| a.split('/').next())
+        .expect("eth0 has an address")
+        .to_owned();
+    let saved = fs::read(node.flannel_dir().join(cid)).ok();
+    let nft = node.ns.nft_ruleset();
+    let ipt = node.ns.iptables_nat();
+    let spoof_chain = format!("cni-br-iface-{cid}-eth0");
+    json!({
+        "eth0_index": eth0["ifindex"],
+        "eth0_mac": eth0["address"],
+        "addrs": addrs,
+        "routes": pod.routes("-4"),
+        "reservations": owned_reservations(node),
+        "saved_config": saved.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        "veths": node.veths(),
+        "masquerade_rule": nft.contains(&ip) || ipt.contains(&ip),
+        "spoof_check_chain": nft.contains(&spoof_chain),
+        "node_reaches_pod": node.ns.ping(&ip),
+    })
 }
 
 fn assert_refused_as_existing(r: &Reply) {
@@ -149,8 +116,8 @@ fn assert_refused_as_existing(r: &Reply) {
 }
 
 /// The state a live pod needs, with the properties the comparisons rely on.
-fn live_state(node: &Node, cid: &str, pod: &TestNetns, flannel: bool) -> Value {
-    let st = node.pod_state(cid, pod);
+fn live_state(node: &FlannelNode, cid: &str, pod: &TestNetns, flannel: bool) -> Value {
+    let st = pod_state(node, cid, pod);
     assert_eq!(st["masquerade_rule"], json!(true), "{st}");
     assert_eq!(st["spoof_check_chain"], json!(true), "{st}");
     assert_eq!(st["node_reaches_pod"], json!(true), "{st}");
@@ -160,28 +127,31 @@ fn live_state(node: &Node, cid: &str, pod: &TestNetns, flannel: bool) -> Value {
 
 #[test]
 fn flannel_repeated_add_of_a_running_pod_leaves_it_untouched() {
-    let node = Node::new();
-    let conf = node.flannel_conf();
+    let node = node();
+    let conf = flannel_conf(&node);
     let pod = TestNetns::new("rpa");
-    node.call("flannel", &conf, "ADD", "live", &pod).expect_ok();
+    call(&node, "flannel", &conf, "ADD", "live", &pod).expect_ok();
     let before = live_state(&node, "live", &pod, true);
 
     // A runtime retries the ADD after a timeout: same ID, same netns, same ifname.
-    assert_refused_as_existing(&node.call("flannel", &conf, "ADD", "live", &pod));
-    assert_eq!(node.pod_state("live", &pod), before, "same container ID");
+    assert_refused_as_existing(&call(&node, "flannel", &conf, "ADD", "live", &pod));
+    assert_eq!(pod_state(&node, "live", &pod), before, "same container ID");
 
     // A second container ID given the same netns and ifname.
-    assert_refused_as_existing(&node.call("flannel", &conf, "ADD", "intruder", &pod));
-    assert_eq!(node.pod_state("live", &pod), before, "another container ID");
+    assert_refused_as_existing(&call(&node, "flannel", &conf, "ADD", "intruder", &pod));
+    assert_eq!(
+        pod_state(&node, "live", &pod),
+        before,
+        "another container ID"
+    );
     assert!(
         !node.flannel_dir().join("intruder").exists(),
         "the failed ADD's own saved config must go"
     );
 
     // The running pod is still fully managed: its DEL removes everything.
-    node.call("flannel", &conf, "DEL", "live", &pod).expect_ok();
-    node.call("flannel", &conf, "DEL", "intruder", &pod)
-        .expect_ok();
+    call(&node, "flannel", &conf, "DEL", "live", &pod).expect_ok();
+    call(&node, "flannel", &conf, "DEL", "intruder", &pod).expect_ok();
     assert!(pod.link("eth0").is_none());
     assert!(node.reservations().is_empty(), "{:?}", node.reservations());
     assert!(dir_entries(&node.flannel_dir()).is_empty());
@@ -193,16 +163,13 @@ fn flannel_repeated_add_of_a_running_pod_leaves_it_untouched() {
 /// attachment-keyed state (spoof-check chains, rules, saved config) with it.
 #[test]
 fn flannel_add_of_a_running_container_id_in_another_netns_leaves_the_pod_untouched() {
-    let node = Node::new();
-    let conf = node.flannel_conf();
+    let node = node();
+    let conf = flannel_conf(&node);
     let pod = TestNetns::new("rpa");
-    node.call("flannel", &conf, "ADD", "reused", &pod)
-        .expect_ok();
+    call(&node, "flannel", &conf, "ADD", "reused", &pod).expect_ok();
     let before = live_state(&node, "reused", &pod, true);
     let other = TestNetns::new("rpo");
-    let e = node
-        .call("flannel", &conf, "ADD", "reused", &other)
-        .expect_err(999);
+    let e = call(&node, "flannel", &conf, "ADD", "reused", &other).expect_err(999);
     assert!(
         e["msg"]
             .as_str()
@@ -211,46 +178,45 @@ fn flannel_add_of_a_running_container_id_in_another_netns_leaves_the_pod_untouch
         "{e}"
     );
     assert!(other.link("eth0").is_none(), "the failed ADD's veth goes");
-    assert_eq!(node.pod_state("reused", &pod), before);
+    assert_eq!(pod_state(&node, "reused", &pod), before);
 }
 
 #[test]
 fn flannel_failed_repeated_add_keeps_the_config_an_earlier_add_saved() {
-    let node = Node::new();
-    let conf = node.flannel_conf();
+    let node = node();
+    let conf = flannel_conf(&node);
     let pod = TestNetns::new("rpc");
-    node.call("flannel", &conf, "ADD", "keep", &pod).expect_ok();
+    call(&node, "flannel", &conf, "ADD", "keep", &pod).expect_ok();
     let saved = fs::read(node.flannel_dir().join("keep")).expect("saved config");
     // flanneld got another lease since: the repeated ADD builds (and saves) another config.
     fs::write(
-        node.dir.path().join("subnet.env"),
+        node.subnet_env(),
         SUBNET_ENV.replace("10.246.1.1/24", "10.246.9.1/24"),
     )
     .expect("write subnet.env");
-    node.call("flannel", &conf, "ADD", "keep", &pod)
-        .expect_err(999);
+    call(&node, "flannel", &conf, "ADD", "keep", &pod).expect_err(999);
     assert_eq!(
         fs::read(node.flannel_dir().join("keep")).expect("saved config"),
         saved,
         "the running pod's saved config must be the one its ADD used"
     );
     // Its DEL therefore releases the right address.
-    node.call("flannel", &conf, "DEL", "keep", &pod).expect_ok();
+    call(&node, "flannel", &conf, "DEL", "keep", &pod).expect_ok();
     assert!(node.reservations().is_empty(), "{:?}", node.reservations());
 }
 
 #[test]
 fn bridge_repeated_add_of_a_running_pod_leaves_it_untouched() {
-    let node = Node::new();
-    let conf = node.bridge_conf();
+    let node = node();
+    let conf = bridge_conf(&node);
     let pod = TestNetns::new("rpb");
-    node.call("bridge", &conf, "ADD", "live", &pod).expect_ok();
+    call(&node, "bridge", &conf, "ADD", "live", &pod).expect_ok();
     let before = live_state(&node, "live", &pod, false);
     for cid in ["live", "intruder"] {
-        assert_refused_as_existing(&node.call("bridge", &conf, "ADD", cid, &pod));
-        assert_eq!(node.pod_state("live", &pod), before, "{cid}");
+        assert_refused_as_existing(&call(&node, "bridge", &conf, "ADD", cid, &pod));
+        assert_eq!(pod_state(&node, "live", &pod), before, "{cid}");
     }
-    node.call("bridge", &conf, "DEL", "live", &pod).expect_ok();
+    call(&node, "bridge", &conf, "DEL", "live", &pod).expect_ok();
     assert!(node.reservations().is_empty(), "{:?}", node.reservations());
 }
 

@@ -163,17 +163,16 @@ pub fn to_go_json(v: &serde_json::Value) -> String {
 /// Real entry point: reads process env + stdin, writes stdout/stderr, exits (0 or 1).
 pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
     let env = |k: &str| std::env::var(k).ok();
-    let mut out = Vec::new();
+    let mut stdout = std::io::stdout().lock();
     let status = dispatch_guarded(
         plugin,
         info,
         &env,
         &mut std::io::stdin().lock(),
-        &mut out,
+        &mut stdout,
         &mut std::io::stderr(),
     );
-    let mut stdout = std::io::stdout().lock();
-    let status = match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+    let status = match stdout.flush() {
         Ok(()) => status,
         Err(e) => {
             log::error!("failed to write to stdout: {e}");
