@@ -8,13 +8,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use cni::config::ConfList;
 use firewall::{Attachment, Iptables, Masquerade, Nftables, SystemRunner};
 use rcni_integration::{
-    Call, Reply, TestNetns, bin, bin_dir, eventually, run_ok, temp_dir, unique, veth_between,
+    Call, FlannelNode, Reply, TestNetns, bin, bin_dir, eventually, run_ok, temp_dir, unique,
+    veth_between,
 };
 use serde_json::{Value, json};
 
@@ -58,11 +59,11 @@ struct Pod {
     result: Value,
 }
 
-/// A flannel node: its netns, its LAN, its files, its pods.
+/// A flannel node (netns, lease, state dirs, its own bridge name) with its LAN, the CNI
+/// config dir the runtime reads, libcni's cache and its pods.
 struct Node {
-    ns: TestNetns,
+    fl: FlannelNode,
     _lan: TestNetns,
-    dir: tempfile::TempDir,
     bin_dir: PathBuf,
     pods: Vec<Pod>,
 }
@@ -106,6 +107,11 @@ impl Out {
             .collect()
     }
 
+    /// The message of finding `id`.
+    fn message(&self, id: &str) -> String {
+        self.finding(id)["message"].as_str().unwrap().to_owned()
+    }
+
     fn finding(&self, id: &str) -> Value {
         self.json()["findings"]
             .as_array()
@@ -119,9 +125,10 @@ impl Out {
 
 impl Node {
     fn new(s: Setup) -> Node {
-        let ns = TestNetns::new("drn");
+        let fl = FlannelNode::new("drn", NETWORK, "");
         let lan = TestNetns::new("drl");
-        veth_between(&ns, "eth0", &lan, "port1");
+        let ns = &fl.ns;
+        veth_between(ns, "eth0", &lan, "port1");
         ns.exec_ok("ip", &["addr", "add", "192.168.100.11/24", "dev", "eth0"]);
         ns.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         match s.mode {
@@ -175,33 +182,24 @@ impl Node {
                 }
             }
         }
-        let dir = temp_dir();
-        let state = dir.path().join("state");
-        fs::create_dir_all(&state).unwrap();
-        fs::create_dir_all(dir.path().join("net.d")).unwrap();
-        fs::create_dir_all(dir.path().join("cache")).unwrap();
-        let node = Node {
-            ns,
+        for d in ["net.d", "cache"] {
+            fs::create_dir_all(fl.dir.path().join(d)).unwrap();
+        }
+        let mut node = Node {
+            fl,
             _lan: lan,
             bin_dir: bin_dir(),
             pods: Vec::new(),
-            dir,
         };
         node.write_lease(s.subnet, s.mtu, s.flannel_ipmasq);
-        // conf-examples/10-flannel-rcni.conflist with this node's state paths.
-        let mut list: Value = serde_json::from_str(
-            &fs::read_to_string(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../conf-examples/10-flannel-rcni.conflist"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        list["plugins"][0]["subnetFile"] = json!(state.join("subnet.env"));
-        list["plugins"][0]["dataDir"] = json!(state.join("flannel"));
-        list["plugins"][0]["ipam"] = json!({ "dataDir": state.join("ipam") });
+        // The conflist install-cni would install: the node's flannel plugin config, its
+        // name and version at the list's level.
+        let mut plugin = node.fl.flannel_conf(json!({"hairpinMode": true}));
+        let obj = plugin.as_object_mut().unwrap();
+        obj.remove("name");
+        obj.remove("cniVersion");
+        let list = json!({"name": NETWORK, "cniVersion": "1.0.0", "plugins": [plugin]});
         fs::write(node.conflist(), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
-        let mut node = node;
         for _ in 0..s.pods {
             node.add_pod().expect_ok();
         }
@@ -209,16 +207,20 @@ impl Node {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.fl.dir.path().join(rel)
     }
 
     fn conflist(&self) -> PathBuf {
         self.path("net.d/10-flannel.conflist")
     }
 
+    fn bridge(&self) -> &str {
+        &self.fl.bridge
+    }
+
     fn write_lease(&self, subnet: &str, mtu: u32, ipmasq: bool) {
         fs::write(
-            self.path("state/subnet.env"),
+            self.fl.subnet_env(),
             format!(
                 "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET={subnet}\nFLANNEL_MTU={mtu}\n\
                  FLANNEL_IPMASQ={ipmasq}\n"
@@ -239,7 +241,7 @@ impl Node {
         Call::new(bin("flannel"), cmd, conf)
             .container(id)
             .netns_path(netns)
-            .in_node(&self.ns)
+            .in_node(&self.fl.ns)
             .run()
     }
 
@@ -294,8 +296,9 @@ impl Node {
     }
 
     fn bridge_ports(&self) -> usize {
-        self.ns
-            .ip_json(&["link", "show", "master", "cni0"])
+        self.fl
+            .ns
+            .ip_json(&["link", "show", "master", self.bridge()])
             .as_array()
             .map_or(0, Vec::len)
     }
@@ -308,7 +311,7 @@ impl Node {
         let mut full: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
-            self.ns.name().into(),
+            self.fl.ns.name().into(),
             "env".into(),
             format!("PATH={path}"),
             exe.to_string_lossy().into_owned(),
@@ -316,7 +319,7 @@ impl Node {
             format!("--bin-dir={}", self.bin_dir.display()),
             format!("--cache-dir={}", cache_dir.display()),
             // Also used when the config (which names it) is missing or broken.
-            format!("--subnet-file={}", self.path("state/subnet.env").display()),
+            format!("--subnet-file={}", self.fl.subnet_env().display()),
         ];
         full.extend(args.iter().map(|s| (*s).to_owned()));
         let out = Command::new("ip").args(&full).output().unwrap();
@@ -357,14 +360,16 @@ impl Node {
     }
 
     fn reservations(&self) -> Vec<String> {
-        rcni_integration::dir_entries(&self.path(&format!("state/ipam/{NETWORK}")))
-            .into_iter()
-            .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
-            .collect()
+        self.fl.reservations()
     }
 
     fn saved_configs(&self) -> Vec<String> {
-        rcni_integration::dir_entries(&self.path("state/flannel"))
+        rcni_integration::dir_entries(&self.fl.flannel_dir())
+    }
+
+    /// The node netns.
+    fn ns(&self) -> &TestNetns {
+        &self.fl.ns
     }
 }
 
@@ -408,7 +413,7 @@ fn healthy_vxlan_node_with_masquerade_has_no_findings() {
         ..Setup::default()
     });
     // The pods' masquerade rules are there, and they are the live pods'.
-    assert!(node.ns.iptables_nat().contains("RCNI-"));
+    assert!(node.ns().iptables_nat().contains("RCNI-"));
     let text = node.doctor_with(PATH, &[]);
     assert!(
         text.stdout
@@ -428,10 +433,7 @@ fn cni_config_missing() {
     let wrong = node.doctor(&["--network", "nope"]);
     assert_eq!(wrong.ids(), ["cni-config-missing"], "{wrong:#?}");
     assert!(
-        wrong.finding("cni-config-missing")["message"]
-            .as_str()
-            .unwrap()
-            .contains("\"cbr0\""),
+        wrong.message("cni-config-missing").contains("\"cbr0\""),
         "{wrong:#?}"
     );
     fs::remove_file(node.conflist()).unwrap();
@@ -449,9 +451,9 @@ fn cni_config_invalid() {
     )
     .unwrap();
     let out = node.expect(&["cni-config-invalid"]);
-    let msg = out.finding("cni-config-invalid")["message"].to_string();
+    let msg = out.message("cni-config-invalid");
     assert!(
-        msg.contains("00-edited.conflist") && msg.contains("\\\"type\\\""),
+        msg.contains("00-edited.conflist") && msg.contains("\"type\""),
         "{msg}"
     );
 }
@@ -465,14 +467,14 @@ fn plugin_missing() {
     }
     node.bin_dir = bins.path().to_owned();
     let out = node.expect(&["plugin-missing"]);
-    let msg = out.finding("plugin-missing")["message"].to_string();
+    let msg = out.message("plugin-missing");
     assert!(msg.contains("host-local (the IPAM of bridge)"), "{msg}");
 }
 
 #[test]
 fn subnet_env_missing() {
     let node = Node::new(Setup::default());
-    fs::remove_file(node.path("state/subnet.env")).unwrap();
+    fs::remove_file(node.fl.subnet_env()).unwrap();
     node.expect(&["subnet-env-missing"]);
 }
 
@@ -483,14 +485,12 @@ fn subnet_env_invalid() {
     node.write_lease("10.99.1.1/24", 1500, true);
     let out = node.expect(&["subnet-env-invalid"]);
     assert!(
-        out.finding("subnet-env-invalid")["message"]
-            .as_str()
-            .unwrap()
+        out.message("subnet-env-invalid")
             .contains("FLANNEL_SUBNET=10.99.1.0/24 is outside FLANNEL_NETWORK=10.244.0.0/16"),
         "{out:#?}"
     );
     fs::write(
-        node.path("state/subnet.env"),
+        node.fl.subnet_env(),
         "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=x\n",
     )
     .unwrap();
@@ -517,7 +517,7 @@ fn bridge_address_mismatch_is_fixed_and_the_add_then_works() {
     assert!(
         out.finding("bridge-address-mismatch")["fix"]
             .as_str()
-            .is_some_and(|f| f.contains("delete cni0")),
+            .is_some_and(|f| f.contains(&format!("delete {}", node.bridge()))),
         "{out:#?}"
     );
     node.fix_and_expect_clean();
@@ -529,7 +529,11 @@ fn bridge_address_mismatch_is_fixed_and_the_add_then_works() {
             .starts_with("10.244.7."),
         "{r}"
     );
-    assert!(node.ns.addrs("cni0").contains(&"10.244.7.1/24".to_owned()));
+    assert!(
+        node.ns()
+            .addrs(node.bridge())
+            .contains(&"10.244.7.1/24".to_owned())
+    );
     node.expect(&[]);
 }
 
@@ -543,8 +547,8 @@ fn bridge_with_ports_is_never_deleted() {
     assert_eq!(fixed.code, 1, "{fixed:#?}");
     assert_eq!(fixed.ids(), ["bridge-address-mismatch"]);
     assert!(
-        node.ns.link("cni0").is_some(),
-        "cni0 was deleted with its pods"
+        node.ns().link(node.bridge()).is_some(),
+        "the bridge was deleted with its pods"
     );
     assert_eq!(node.bridge_ports(), 2);
 }
@@ -552,22 +556,21 @@ fn bridge_with_ports_is_never_deleted() {
 #[test]
 fn ip_forward_disabled_is_fixed() {
     let node = Node::new(Setup::default());
-    node.ns.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+    node.ns()
+        .exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
     node.expect(&["ip-forward-disabled"]);
     node.fix_and_expect_clean();
-    assert_eq!(node.ns.sysctl("net.ipv4.ip_forward"), "1");
+    assert_eq!(node.ns().sysctl("net.ipv4.ip_forward"), "1");
 }
 
 #[test]
 fn forward_drop_iptables_policy() {
     let node = Node::new(Setup::default());
-    node.ns.exec_ok("iptables", &["-P", "FORWARD", "DROP"]);
+    node.ns().exec_ok("iptables", &["-P", "FORWARD", "DROP"]);
     let out = node.expect(&["forward-drop"]);
     assert_eq!(out.finding("forward-drop")["fix"], Value::Null);
     assert!(
-        out.finding("forward-drop")["message"]
-            .as_str()
-            .unwrap()
+        out.message("forward-drop")
             .contains("iptables -I FORWARD -s 10.244.0.0/16 -j ACCEPT"),
         "{out:#?}"
     );
@@ -578,7 +581,7 @@ fn forward_drop_iptables_policy() {
         &["-A", "FLANNEL-FWD", "-s", "10.244.0.0/16", "-j", "ACCEPT"],
         &["-A", "FLANNEL-FWD", "-d", "10.244.0.0/16", "-j", "ACCEPT"],
     ] {
-        node.ns.exec_ok("iptables", args);
+        node.ns().exec_ok("iptables", args);
     }
     node.expect(&[]);
 }
@@ -586,13 +589,13 @@ fn forward_drop_iptables_policy() {
 #[test]
 fn forward_drop_nftables_chain() {
     let node = Node::new(Setup::default());
-    node.ns.exec_ok("nft", &["add", "table", "inet", "fw"]);
-    node.ns.exec_ok(
+    node.ns().exec_ok("nft", &["add", "table", "inet", "fw"]);
+    node.ns().exec_ok(
         "nft",
         &["add chain inet fw pods_fwd { type filter hook forward priority 0 ; policy drop ; }"],
     );
     node.expect(&["forward-drop"]);
-    node.ns.exec_ok(
+    node.ns().exec_ok(
         "nft",
         &["add rule inet fw pods_fwd ip saddr 10.244.0.0/16 accept"],
     );
@@ -602,7 +605,7 @@ fn forward_drop_nftables_chain() {
 #[test]
 fn bridge_nf_call_disabled() {
     let node = Node::new(Setup::default());
-    node.ns
+    node.ns()
         .exec_ok("sysctl", &["-qw", "net.bridge.bridge-nf-call-iptables=0"]);
     let out = node.expect(&["bridge-nf-call-disabled"]);
     assert_eq!(out.json()["healthy"], json!(true));
@@ -611,17 +614,17 @@ fn bridge_nf_call_disabled() {
 #[test]
 fn mtu_mismatch_pod_veth() {
     let node = Node::new(Setup::default());
-    let veth = node.ns.ip_json(&["link", "show", "master", "cni0"])[0]["ifname"]
+    let veth = node
+        .ns()
+        .ip_json(&["link", "show", "master", node.bridge()])[0]["ifname"]
         .as_str()
         .unwrap()
         .to_owned();
-    node.ns
+    node.ns()
         .exec_ok("ip", &["link", "set", &veth, "mtu", "9000"]);
     let out = node.expect(&["mtu-mismatch"]);
     assert!(
-        out.finding("mtu-mismatch")["message"]
-            .as_str()
-            .unwrap()
+        out.message("mtu-mismatch")
             .contains(&format!("{veth} (9000)")),
         "{out:#?}"
     );
@@ -637,9 +640,7 @@ fn mtu_mismatch_lease_above_vxlan() {
     });
     let out = node.expect(&["mtu-mismatch"]);
     assert!(
-        out.finding("mtu-mismatch")["message"]
-            .as_str()
-            .unwrap()
+        out.message("mtu-mismatch")
             .contains("FLANNEL_MTU=1500 is above the MTU of flannel.1 (1450)"),
         "{out:#?}"
     );
@@ -653,7 +654,7 @@ fn stale_reservation_is_released_by_gc() {
     node.lose_pod(0);
     assert_eq!(node.reservations().len(), 2);
     let out = node.expect(&["stale-reservation"]);
-    let msg = out.finding("stale-reservation")["message"].to_string();
+    let msg = out.message("stale-reservation");
     assert!(msg.contains("no longer exists"), "{msg}");
     node.fix_and_expect_clean();
     assert_eq!(node.reservations().len(), 1);
@@ -689,12 +690,10 @@ fn a_pod_deleted_a_moment_ago_is_gone_not_unknown() {
 fn an_empty_reservation_file_is_stale() {
     let node = Node::new(Setup::default());
     // What a host-local killed between creating and writing the file leaves.
-    fs::write(node.path(&format!("state/ipam/{NETWORK}/10.244.1.99")), "").unwrap();
+    fs::write(node.fl.ipam_dir().join(NETWORK).join("10.244.1.99"), "").unwrap();
     let out = node.expect(&["stale-reservation"]);
     assert!(
-        out.finding("stale-reservation")["message"]
-            .as_str()
-            .unwrap()
+        out.message("stale-reservation")
             .contains("10.244.1.99 (the file names no pod"),
         "{out:#?}"
     );
@@ -742,14 +741,14 @@ fn leave_rules(node: &TestNetns, network: &str, cid: &str, ip: &str) {
 #[test]
 fn leftover_rules_are_removed_and_other_networks_left_alone() {
     let node = Node::new(Setup::default());
-    leave_rules(&node.ns, NETWORK, "gone1", "10.244.1.50");
-    leave_rules(&node.ns, "othernet", "gone2", "10.99.0.50");
+    leave_rules(node.ns(), NETWORK, "gone1", "10.244.1.50");
+    leave_rules(node.ns(), "othernet", "gone2", "10.99.0.50");
     let out = node.expect(&["leftover-rules"]);
-    let msg = out.finding("leftover-rules")["message"].to_string();
+    let msg = out.message("leftover-rules");
     assert!(msg.contains("id: gone1"), "{msg}");
     assert!(!msg.contains("gone2"), "{msg}");
     node.fix_and_expect_clean();
-    let (nat, nft) = (node.ns.iptables_nat(), node.ns.nft_ruleset());
+    let (nat, nft) = (node.ns().iptables_nat(), node.ns().nft_ruleset());
     assert!(
         !nat.contains("gone1") && !nft.contains("gone1"),
         "{nat}\n{nft}"
@@ -771,13 +770,13 @@ fn a_lost_pod_with_masquerade_leaves_both_and_one_fix_cleans_both() {
     // The pod with the libcni 1.2 cache entry (`netns` recorded).
     let lost = node.pods[1].id.clone();
     node.lose_pod(1);
-    assert!(node.ns.nft_ruleset().contains(&lost) || node.ns.iptables_nat().contains(&lost));
+    assert!(node.ns().nft_ruleset().contains(&lost) || node.ns().iptables_nat().contains(&lost));
     node.expect(&["stale-reservation", "leftover-rules"]);
     let out = node.fix_and_expect_clean();
-    assert!(!node.ns.iptables_nat().contains(&lost));
+    assert!(!node.ns().iptables_nat().contains(&lost));
     // The live pod's rules stay.
     assert!(
-        node.ns.iptables_nat().contains(&node.pods[0].id),
+        node.ns().iptables_nat().contains(&node.pods[0].id),
         "{out:#?}"
     );
     node.add_pod().expect_ok();
@@ -794,9 +793,7 @@ fn pool_nearly_exhausted() {
     });
     let out = node.expect(&["pool-nearly-exhausted"]);
     assert!(
-        out.finding("pool-nearly-exhausted")["message"]
-            .as_str()
-            .unwrap()
+        out.message("pool-nearly-exhausted")
             .contains("5 of 5 addresses of 10.244.1.0/29 are reserved (100%)"),
         "{out:#?}"
     );
@@ -808,9 +805,9 @@ fn pool_nearly_exhausted() {
 #[test]
 fn no_route_to_peers() {
     let node = Node::new(Setup::default());
-    node.ns.exec_ok("ip", &["route", "del", "10.244.2.0/24"]);
+    node.ns().exec_ok("ip", &["route", "del", "10.244.2.0/24"]);
     // A default route does not count.
-    node.ns
+    node.ns()
         .exec_ok("ip", &["route", "add", "default", "via", "192.168.100.1"]);
     node.expect(&["no-route-to-peers"]);
 }
@@ -827,9 +824,7 @@ fn a_config_dir_with_garbage() {
     std::os::unix::fs::symlink("/nonexistent", d.join("07-dangling.json")).unwrap();
     let out = node.expect(&["cni-config-invalid"]);
     assert!(
-        out.finding("cni-config-invalid")["message"]
-            .as_str()
-            .unwrap()
+        out.message("cni-config-invalid")
             .contains("00-junk.conflist"),
         "{out:#?}"
     );
@@ -840,10 +835,7 @@ fn a_config_dir_with_garbage() {
     fs::rename(d.join("07-dangling.json"), d.join("00-dangling.json")).unwrap();
     let out = node.expect(&["cni-config-invalid"]);
     assert!(
-        out.finding("cni-config-invalid")["message"]
-            .as_str()
-            .unwrap()
-            .contains("cannot read"),
+        out.message("cni-config-invalid").contains("cannot read"),
         "{out:#?}"
     );
 }
@@ -852,15 +844,12 @@ fn a_config_dir_with_garbage() {
 fn unreadable_files() {
     let node = Node::new(Setup::default());
     // A lease that is a directory cannot be read.
-    let lease = node.path("state/subnet.env");
+    let lease = node.fl.subnet_env();
     fs::remove_file(&lease).unwrap();
     fs::create_dir(&lease).unwrap();
     let out = node.expect(&["subnet-env-invalid"]);
     assert!(
-        out.finding("subnet-env-invalid")["message"]
-            .as_str()
-            .unwrap()
-            .contains("Is a directory"),
+        out.message("subnet-env-invalid").contains("Is a directory"),
         "{out:#?}"
     );
     fs::remove_dir(&lease).unwrap();

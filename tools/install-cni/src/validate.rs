@@ -54,14 +54,8 @@ fn flannel_delegate(delegate: Option<&Value>) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const KUBE_FLANNEL: &str = r#"{
-  "name": "cbr0",
-  "cniVersion": "0.3.1",
-  "plugins": [
-    { "type": "flannel", "delegate": { "hairpinMode": true, "isDefaultGateway": true } },
-    { "type": "portmap", "capabilities": { "portMappings": true } }
-  ]
-}"#;
+    /// kube-flannel's config, as the examples ship it.
+    const KUBE_FLANNEL: &str = include_str!("../../../conf-examples/10-flannel.conflist");
 
     #[test]
     fn kube_flannel_conflist_is_valid() {

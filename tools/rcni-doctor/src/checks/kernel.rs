@@ -12,6 +12,23 @@ fn dotted(key: &str) -> String {
     key.replace('/', ".")
 }
 
+/// Reads the boolean sysctls `keys`: `Ok(Err(pass))` when all are 1, `Ok(Ok(off))` with the
+/// ones that are not ("net.ipv4.ip_forward is 0").
+fn not_on(keys: &[&str]) -> Result<Result<Vec<String>, Outcome>, Outcome> {
+    let mut off = Vec::new();
+    for key in keys {
+        let v = netlink::sysctl::get(key).map_err(|e| Outcome::Unchecked(e.to_string()))?;
+        if v.trim() != "1" {
+            off.push(format!("{} is {}", dotted(key), v.trim()));
+        }
+    }
+    if off.is_empty() {
+        let on: Vec<String> = keys.iter().map(|k| format!("{} = 1", dotted(k))).collect();
+        return Ok(Err(Outcome::Pass(on.join(", "))));
+    }
+    Ok(Ok(off))
+}
+
 pub fn ip_forward(ctx: &Context) -> CheckResult {
     check("IP forwarding", || {
         let env = ctx.env()?;
@@ -22,17 +39,7 @@ pub fn ip_forward(ctx: &Context) -> CheckResult {
         if env.ipv6_subnet.is_some() || !env.ipv6_networks.is_empty() {
             keys.push("net/ipv6/conf/all/forwarding");
         }
-        let mut off = Vec::new();
-        for key in &keys {
-            let v = netlink::sysctl::get(key).map_err(|e| Outcome::Unchecked(e.to_string()))?;
-            if v.trim() != "1" {
-                off.push(format!("{} is {}", dotted(key), v.trim()));
-            }
-        }
-        if off.is_empty() {
-            let on: Vec<String> = keys.iter().map(|k| format!("{} = 1", dotted(k))).collect();
-            return Ok(Outcome::Pass(on.join(", ")));
-        }
+        let off = not_on(&keys)??;
         let settings: Vec<(String, String)> = keys
             .iter()
             .map(|k| ((*k).to_owned(), "1".to_owned()))
@@ -82,17 +89,7 @@ pub fn bridge_nf_call(ctx: &Context) -> CheckResult {
                 ),
             )));
         }
-        let mut off = Vec::new();
-        for key in &keys {
-            let v = netlink::sysctl::get(key).map_err(|e| Outcome::Unchecked(e.to_string()))?;
-            if v.trim() != "1" {
-                off.push(format!("{} is {}", dotted(key), v.trim()));
-            }
-        }
-        if off.is_empty() {
-            let on: Vec<String> = keys.iter().map(|k| format!("{} = 1", dotted(k))).collect();
-            return Ok(Outcome::Pass(on.join(", ")));
-        }
+        let off = not_on(&keys)??;
         Ok(Outcome::Found(Finding::new(
             Id::BridgeNfCallDisabled,
             format!(
