@@ -25,7 +25,7 @@ pub fn apply(ctx: &Context, report: &Report) -> Vec<String> {
             Some(Repair::Sysctl { settings }) => {
                 for (key, value) in settings {
                     let dotted = key.replace('/', ".");
-                    done.push(match netlink::sysctl::set(key, value) {
+                    done.push(match netlink::sysctl::ensure(key, value) {
                         Ok(()) => format!("{}: set {dotted}={value}", f.id),
                         Err(e) => format!("{}: could not set {dotted}={value}: {e}", f.id),
                     });
