@@ -86,6 +86,26 @@ impl Pending {
         Self::create_with(dir, hint, contents, mode, durability, strategy)
     }
 
+    /// As [`create`](Pending::create), but `None` where the file cannot be made without a
+    /// name (no `O_TMPFILE` or no `/proc`): then nothing was created, the directory did not
+    /// change.
+    pub fn create_unnamed(
+        dir: &Path,
+        hint: &str,
+        contents: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> io::Result<Option<Self>> {
+        if !proc_fd_available() {
+            return Ok(None);
+        }
+        match Self::open_unnamed(dir, hint, mode) {
+            Ok(p) => p.fill(contents, mode, durability).map(Some),
+            Err(e) if no_tmpfile(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) fn create_with(
         dir: &Path,
         hint: &str,
@@ -94,21 +114,25 @@ impl Pending {
         durability: Durability,
         strategy: Strategy,
     ) -> io::Result<Self> {
-        let mut p = match strategy {
+        let p = match strategy {
             Strategy::Unnamed => match Self::open_unnamed(dir, hint, mode) {
                 Err(e) if no_tmpfile(&e) => Self::open_named(dir, hint, mode)?,
                 other => other?,
             },
             Strategy::Named => Self::open_named(dir, hint, mode)?,
         };
+        p.fill(contents, mode, durability)
+    }
+
+    fn fill(mut self, contents: &[u8], mode: u32, durability: Durability) -> io::Result<Self> {
         // The umask may have narrowed the create mode.
-        p.file.set_permissions(Permissions::from_mode(mode))?;
-        p.file.write_all(contents)?;
-        p.durability = durability;
+        self.file.set_permissions(Permissions::from_mode(mode))?;
+        self.file.write_all(contents)?;
+        self.durability = durability;
         if durability == Durability::Durable {
-            p.file.sync_data()?;
+            self.file.sync_data()?;
         }
-        Ok(p)
+        Ok(self)
     }
 
     fn open_unnamed(dir: &Path, hint: &str, mode: u32) -> io::Result<Self> {
