@@ -3,8 +3,9 @@
 //!
 //! # One rule
 //! * A file appears under its name complete or not at all: it is written under a temporary
-//!   identity and published with `rename(2)` ([`write_replace`]) or `link(2)`
-//!   ([`write_exclusive`], which fails with "taken" instead of replacing).
+//!   identity and published with `link(2)` when the name is free, `rename(2)` over the old
+//!   file otherwise ([`write_replace`]), or only with `link(2)` ([`write_exclusive`], which
+//!   answers "taken" instead of replacing).
 //! * [`Durability::Durable`] data is fsynced *before* it is published, so after a power cut a
 //!   name never points at an empty or torn file. [`Durability::Hint`] data (files that readers
 //!   validate and can do without: host-local's `last_reserved_ip.N`, its owner index) skips that
@@ -29,7 +30,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-pub use pending::Pending;
+pub use pending::{Pending, Published};
 pub use sweep::{Swept, UNLOCKED_GRACE, sweep};
 pub use temp::{PREFIX as TEMP_PREFIX, is_temp_name};
 
@@ -50,8 +51,8 @@ pub fn write_replace(
     contents: &[u8],
     mode: u32,
     durability: Durability,
-) -> io::Result<()> {
-    Pending::create(dir, name, contents, mode, durability)?.rename_as(name)
+) -> io::Result<Published> {
+    Pending::create(dir, name, contents, mode, durability)?.publish(name)
 }
 
 /// Writes `contents` as `dir/name` with `mode` unless `dir/name` exists (`Ok(false)`). The
@@ -153,6 +154,17 @@ mod tests {
             assert_eq!(names(dir), ["f", "g"], "{s:?}: no temp file left");
             sync_dir(dir).expect("sync");
         }
+    }
+
+    #[test]
+    fn publish_links_a_free_name_and_renames_over_a_taken_one() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        let w = |data: &[u8]| write_replace(dir, "f", data, 0o600, Durability::Durable);
+        assert_eq!(w(b"one").expect("create"), Published::Created);
+        assert_eq!(w(b"two").expect("replace"), Published::Replaced);
+        assert_eq!(fs::read(dir.join("f")).expect("read"), b"two");
+        assert_eq!(names(dir), ["f"]);
     }
 
     #[test]

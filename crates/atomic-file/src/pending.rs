@@ -14,6 +14,15 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use crate::Durability;
 use crate::temp::{self, Born};
 
+/// How [`Pending::publish`] put a file in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The name was free: the file was linked to it.
+    Created,
+    /// The name existed: the file was renamed over it.
+    Replaced,
+}
+
 /// Distinguishes the temp names of one process.
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -300,6 +309,16 @@ impl Pending {
         self.temp = None;
         self.published = true;
         Ok(())
+    }
+
+    /// Publishes the file as `dir/name`: linked when the name is free (then a writer killed
+    /// at any point leaves no temp name behind), else renamed over what is there.
+    pub fn publish(mut self, name: &str) -> io::Result<Published> {
+        if self.link_as(name)? {
+            Ok(Published::Created)
+        } else {
+            self.rename_as(name).map(|()| Published::Replaced)
+        }
     }
 
     /// Gives the unnamed (locked) file a temp name, so that it can be renamed.

@@ -442,17 +442,19 @@ impl LockedStore<'_> {
         Ok(())
     }
 
-    /// Atomically replaces `last_reserved_ip.<idx>` (a hint: not fsynced).
+    /// Atomically replaces `last_reserved_ip.<idx>` (a hint: not fsynced). Renamed over the
+    /// old one without trying a link first: it is there after the first ADD.
     fn write_last_reserved(&mut self, ip: IpAddr, idx: usize) -> Result<(), StoreError> {
         let name = format!("{LAST_IP_PREFIX}{idx}");
         self.changed = true;
-        atomic_file::write_replace(
+        Pending::create(
             &self.store.dir,
             &name,
             ip.to_string().as_bytes(),
             FILE_MODE,
             Durability::Hint,
         )
+        .and_then(|p| p.rename_as(&name))
         .map_err(StoreError::at("write", self.path(&name)))
     }
 
