@@ -31,7 +31,7 @@ use std::io;
 use std::path::Path;
 
 pub use pending::{Pending, Published};
-pub use sweep::{Swept, UNLOCKED_GRACE, sweep};
+pub use sweep::{Swept, UNLOCKED_GRACE, sweep, sweep_legacy};
 pub use temp::{PREFIX as TEMP_PREFIX, is_temp_name};
 
 /// Whether data is fsynced before it is published.
@@ -267,5 +267,24 @@ mod tests {
         let left = names(dir);
         assert!(left.contains(&"c4".to_owned()) && left.contains(&"c6".to_owned()));
         assert!(!left.contains(&temp_name), "{left:?}");
+    }
+
+    #[test]
+    fn legacy_temp_files_go_once_old_enough() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        for n in [".old.1", ".young.2", "keep", ".tmp-x.1.2.l"] {
+            fs::write(dir.join(n), b"x").expect("write");
+        }
+        fs::create_dir(dir.join(".dir.3")).expect("mkdir");
+        age(&dir.join(".old.1"), Duration::from_secs(7200));
+        age(&dir.join(".tmp-x.1.2.l"), Duration::from_secs(7200));
+        let legacy = |n: &str| n.starts_with('.');
+        let removed = sweep_legacy(dir, legacy, Duration::from_secs(3600)).expect("sweep");
+        assert_eq!(removed, [".old.1"]);
+        // Ours are judged by their lock, never by this.
+        assert_eq!(names(dir), [".dir.3", ".tmp-x.1.2.l", ".young.2", "keep"]);
+        let removed = sweep_legacy(dir, legacy, Duration::ZERO).expect("sweep");
+        assert_eq!(removed, [".young.2"]);
     }
 }

@@ -83,6 +83,38 @@ fn dead_writer(path: &Path, born: Born) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Removes the files in `dir` that `is_legacy` recognises as temp files of writers that held
+/// no lock (earlier versions' formats) once they are older than `age`: only their age tells
+/// that the writer is gone. Returns the names removed.
+pub fn sweep_legacy(
+    dir: &Path,
+    is_legacy: impl Fn(&str) -> bool,
+    age: Duration,
+) -> io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if temp::parse(name).is_some() || !is_legacy(name) {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if (age.is_zero() || older_than(&meta, age)) && !meta.is_dir() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(name.to_owned()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn older_than(meta: &fs::Metadata, age: Duration) -> bool {
     meta.modified()
         .ok()

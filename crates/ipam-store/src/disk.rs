@@ -120,6 +120,18 @@ impl Matches {
     fn is_empty(&self) -> bool {
         self.attachment.is_empty() && self.container.is_empty()
     }
+
+    /// Every address found, in order.
+    fn ips(self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .attachment
+            .into_iter()
+            .chain(self.container)
+            .map(|(_, ip)| ip)
+            .collect();
+        ips.sort();
+        ips
+    }
 }
 
 impl DiskStore {
@@ -394,15 +406,7 @@ impl LockedStore<'_> {
     /// Addresses of `(id, ifname)`, old-format ones of `id` included, looking past the
     /// index before answering "none" (CHECK).
     pub fn find_attachment(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
-        let m = self.lookup(id, ifname, true)?;
-        let mut ips: Vec<IpAddr> = m
-            .attachment
-            .into_iter()
-            .chain(m.container)
-            .map(|(_, ip)| ip)
-            .collect();
-        ips.sort();
-        Ok(ips)
+        Ok(self.lookup(id, ifname, true)?.ips())
     }
 
     /// What `passes` runs of the reference's `ReleaseByID` release (one per range set): the
@@ -463,18 +467,14 @@ impl LockedStore<'_> {
     pub fn remove_stale_temp_files(&mut self) -> Result<usize, StoreError> {
         let dir = self.store.dir.clone();
         let swept = atomic_file::sweep(&dir).map_err(store_err("sweep", &dir))?;
-        let mut n = swept.removed.len();
         // Earlier versions' temp files: written under this lock, so leftovers.
-        for entry in fs::read_dir(&dir).map_err(store_err("read", &dir))? {
-            let name = entry.map_err(store_err("read", &dir))?.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with(LEGACY_TMP_PREFIX)
-                && !atomic_file::is_temp_name(name)
-                && fs::remove_file(dir.join(name)).is_ok()
-            {
-                n += 1;
-            }
-        }
+        let legacy = atomic_file::sweep_legacy(
+            &dir,
+            |n| n.starts_with(LEGACY_TMP_PREFIX),
+            std::time::Duration::ZERO,
+        )
+        .map_err(store_err("sweep", &dir))?;
+        let n = swept.removed.len() + legacy.len();
         if n > 0 {
             self.changed = true;
         }
@@ -628,15 +628,7 @@ impl Store for LockedStore<'_> {
 
     /// The allocator's duplicate check: trusts the index (see [`crate::index`]).
     fn find_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
-        let m = self.lookup(id, ifname, false)?;
-        let mut ips: Vec<IpAddr> = m
-            .attachment
-            .into_iter()
-            .chain(m.container)
-            .map(|(_, ip)| ip)
-            .collect();
-        ips.sort();
-        Ok(ips)
+        Ok(self.lookup(id, ifname, false)?.ips())
     }
 
     fn release_by_id(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {

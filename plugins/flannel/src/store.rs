@@ -16,7 +16,6 @@ use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use atomic_file::{Durability, Published};
 
@@ -129,23 +128,10 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(list_err(e)),
         };
-        let mut n = swept.removed.len();
-        let now = SystemTime::now();
-        for entry in fs::read_dir(&self.dir).map_err(list_err)? {
-            let entry = entry.map_err(list_err)?;
-            if !entry.file_name().to_str().is_some_and(is_legacy_temp) {
-                continue;
-            }
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > atomic_file::UNLOCKED_GRACE);
-            if old && fs::remove_file(entry.path()).is_ok() {
-                n += 1;
-            }
-        }
+        let legacy =
+            atomic_file::sweep_legacy(&self.dir, is_legacy_temp, atomic_file::UNLOCKED_GRACE)
+                .map_err(list_err)?;
+        let n = swept.removed.len() + legacy.len();
         if n > 0 {
             atomic_file::sync_dir(&self.dir).map_err(list_err)?;
         }
@@ -182,7 +168,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).expect("metadata").permissions().mode() & 0o777

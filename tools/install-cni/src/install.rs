@@ -8,7 +8,7 @@ use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use atomic_file::Durability;
 
@@ -87,32 +87,14 @@ pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 pub fn remove_stale_temps(dir: &Path) {
     // Best effort: a directory that cannot be listed fails the install right after anyway.
     let _ = atomic_file::sweep(dir);
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    let now = SystemTime::now();
-    for e in rd.flatten() {
-        if !e
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(LEGACY_TEMP_PREFIX))
-        {
-            continue;
-        }
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age > STALE_AFTER);
-        if old {
-            let _ = fs::remove_file(e.path());
-        }
-    }
+    let _ = atomic_file::sweep_legacy(dir, |n| n.starts_with(LEGACY_TEMP_PREFIX), STALE_AFTER);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs::{File, Permissions};
+    use std::time::SystemTime;
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
