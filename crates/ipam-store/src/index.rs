@@ -179,19 +179,20 @@ impl Index {
 
     /// Forgets `name`; whether it was known.
     pub(crate) fn remove(&mut self, name: &str) -> bool {
+        // A line ends with " <name>" (names hold no space): no need to parse the others.
+        let tail = [b" ", name.as_bytes()].concat();
         let mut at = 0;
         while at < self.body.len() {
             let end = self.body[at..]
                 .iter()
                 .position(|b| *b == b'\n')
-                .map_or(self.body.len(), |p| at + p + 1);
-            let line = &self.body[at..end];
-            if parse_line(line.strip_suffix(b"\n").unwrap_or(line)).is_some_and(|l| l.name == name)
-            {
-                self.body.drain(at..end);
+                .map_or(self.body.len(), |p| at + p);
+            if self.body[at..end].ends_with(&tail) && end - at > 17 + tail.len() {
+                let next = (end + 1).min(self.body.len());
+                self.body.drain(at..next);
                 return true;
             }
-            at = end;
+            at = end + 1;
         }
         false
     }
@@ -282,6 +283,8 @@ mod tests {
             ]
         );
         assert!(idx.owned_by(&[owner_hash("c2")]).is_empty());
+        // A name that ends another one is not mistaken for it.
+        assert!(!idx.remove("0.0.0.2"));
         assert!(idx.remove("10.0.0.2"));
         assert!(!idx.remove("10.0.0.2"));
         idx.insert("10.0.0.4", known(15, Some("c2\r\neth0")));
