@@ -176,6 +176,54 @@ fn host_local_failed_writes_release_the_reservation() {
     }
 }
 
+/// What a crash, a power cut (under the reference plugin, which writes without fsync) or a
+/// person can leave named by an address: empty, garbage, oversized, a FIFO, a symlink, a
+/// directory. No ADD blocks on them or fails; each keeps its address taken until GC
+/// releases it (a directory is not a reservation and is left alone).
+#[test]
+fn host_local_odd_files_never_block_and_gc_reclaims_them() {
+    let tmp = temp_dir();
+    let conf = hl_conf(tmp.path());
+    let dir = tmp.path().join(NET);
+    let ours = bin("host-local");
+    // A hung plugin fails the test instead of hanging it.
+    let bounded = tmp.path().join("host-local-bounded");
+    fs::write(
+        &bounded,
+        format!("#!/bin/sh\nexec timeout -s KILL 20 {}\n", ours.display()),
+    )
+    .expect("write wrapper");
+    fs::set_permissions(&bounded, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::write(dir.join("10.20.0.2"), "").expect("write");
+    fs::write(dir.join("10.20.0.3"), b"\0\x01 not an id\n\n").expect("write");
+    fs::write(dir.join("10.20.0.4"), "x".repeat(100_000)).expect("write");
+    nix::unistd::mkfifo(&dir.join("10.20.0.5"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("10.20.0.6")).expect("symlink");
+    fs::create_dir(dir.join("10.20.0.7")).expect("mkdir");
+
+    let r = hl(&bounded, "ADD", &conf, "c1").expect_ok();
+    assert_eq!(r["ips"][0]["address"], json!("10.20.0.8/24"));
+    hl(&bounded, "CHECK", &conf, "c1").expect_ok();
+    hl(&bounded, "DEL", &conf, "nobody").expect_ok();
+    hl(&bounded, "CHECK", &conf, "nobody").expect_err(999);
+
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
+    Call::new(&bounded, "GC", gc).run().expect_ok();
+    let addresses: Vec<String> = dir_entries(&dir)
+        .into_iter()
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    assert_eq!(addresses, ["10.20.0.7", "10.20.0.8"]);
+    assert!(
+        Path::new("/etc/hostname").exists(),
+        "the symlink's target is untouched"
+    );
+    let r = hl(&bounded, "ADD", &conf, "c2").expect_ok();
+    assert_eq!(r["ips"][0]["address"], json!("10.20.0.9/24"));
+}
+
 // ---------------------------------------------------------------- flannel
 
 const SUBNET_ENV: &str = "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n";
