@@ -12,7 +12,8 @@
 //!   every file is read again;
 //! * an attachment it knows nothing about is looked for in a listing of the directory
 //!   (names and inode numbers; only new names are read) before DEL or CHECK give up, since
-//!   two changes within one clock tick leave the times as they were.
+//!   before Linux 6.13 (multigrain timestamps: a change after a `stat` gets a fine-grained
+//!   time) two changes within one clock tick leave the times as they were.
 //!
 //! What it cannot see: a reservation another writer adds in the same clock tick as our last
 //! change, until the next listing. The only effect is on a second ADD of that same
