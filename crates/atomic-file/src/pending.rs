@@ -95,6 +95,18 @@ impl Pending {
         Self::create_with(dir, hint, contents, mode, durability, strategy)
     }
 
+    /// As [`create`](Pending::create), always by name (what filesystems without `O_TMPFILE`
+    /// get): for tests of that path in the crates that use this one.
+    pub fn create_named(
+        dir: &Path,
+        hint: &str,
+        contents: &[u8],
+        mode: u32,
+        durability: Durability,
+    ) -> io::Result<Self> {
+        Self::create_with(dir, hint, contents, mode, durability, Strategy::Named)
+    }
+
     /// As [`create`](Pending::create), but `None` where the file cannot be made without a
     /// name (no `O_TMPFILE` or no `/proc`): then nothing was created, the directory did not
     /// change.

@@ -56,6 +56,8 @@ pub struct DiskStore {
     lock: FileLock,
     /// A locked session changed the directory since the last [`DiskStore::sync`].
     unsynced: AtomicBool,
+    /// Temp files made by name, as on filesystems without `O_TMPFILE` (tests).
+    named_temps: bool,
 }
 
 /// A reservation's file, written and fsynced, waiting for an address
@@ -149,7 +151,17 @@ impl DiskStore {
             dir,
             lock,
             unsynced: AtomicBool::new(false),
+            named_temps: false,
         })
+    }
+
+    /// A new temp file for `name` (see [`atomic_file`]).
+    fn pending(&self, name: &str, content: &[u8], d: Durability) -> std::io::Result<Pending> {
+        if self.named_temps {
+            Pending::create_named(&self.dir, name, content, FILE_MODE, d)
+        } else {
+            Pending::create(&self.dir, name, content, FILE_MODE, d)
+        }
     }
 
     /// The network's directory.
@@ -176,6 +188,9 @@ impl DiskStore {
     /// be made without a name: then it is made under the lock, so that this directory does
     /// not change outside it.
     pub fn prepare(&self, id: &str, ifname: &str) -> Result<Option<Prepared>, StoreError> {
+        if self.named_temps {
+            return Ok(None);
+        }
         let content = reservation_content(id, ifname);
         let file = Pending::create_unnamed(
             &self.dir,
@@ -451,15 +466,10 @@ impl LockedStore<'_> {
     fn write_last_reserved(&mut self, ip: IpAddr, idx: usize) -> Result<(), StoreError> {
         let name = format!("{LAST_IP_PREFIX}{idx}");
         self.changed = true;
-        Pending::create(
-            &self.store.dir,
-            &name,
-            ip.to_string().as_bytes(),
-            FILE_MODE,
-            Durability::Hint,
-        )
-        .and_then(|p| p.rename_as(&name))
-        .map_err(StoreError::at("write", self.path(&name)))
+        self.store
+            .pending(&name, ip.to_string().as_bytes(), Durability::Hint)
+            .and_then(|p| p.rename_as(&name))
+            .map_err(StoreError::at("write", self.path(&name)))
     }
 
     /// Removes temp files whose writer is gone (killed processes). Returns how many were
@@ -535,14 +545,10 @@ impl Store for LockedStore<'_> {
         let mut prepared = match self.staged.take() {
             Some(p) if p.content == content => p,
             _ => Prepared {
-                file: Pending::create(
-                    &self.store.dir,
-                    "reservation",
-                    content.as_bytes(),
-                    FILE_MODE,
-                    Durability::Durable,
-                )
-                .map_err(StoreError::at("create", &self.store.dir))?,
+                file: self
+                    .store
+                    .pending("reservation", content.as_bytes(), Durability::Durable)
+                    .map_err(StoreError::at("create", &self.store.dir))?,
                 content,
             },
         };
@@ -790,12 +796,47 @@ mod tests {
         );
     }
 
+    /// Filesystems without `O_TMPFILE` (overlayfs before Linux 6.6, kernels before 3.11):
+    /// temp files have names from the start, are made under the store lock, and the store
+    /// behaves the same, index included.
+    #[test]
+    fn without_o_tmpfile() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut store = DiskStore::open(tmp.path(), "n").expect("open");
+        store.named_temps = true;
+        let s = set("10.1.0.0/24");
+        let a = Allocator::new(&s, 0);
+        fill(&store, &s, 5);
+        let mut l = store.lock().expect("lock");
+        a.get(&mut l, "c", "eth0", None).expect("alloc");
+        assert_eq!((l.files_read(), l.listings()), (0, 0));
+        assert!(matches!(
+            a.get(&mut l, "c", "eth0", None),
+            Err(crate::AllocError::Duplicate { .. })
+        ));
+        assert_eq!(
+            l.release_attachment("c", "eth0", 1).expect("del"),
+            [ip("10.1.0.7")]
+        );
+        drop(l);
+        store.sync().expect("sync");
+        assert!(
+            !names(store.dir()).iter().any(|n| n.starts_with(".tmp-")),
+            "{:?}",
+            names(store.dir())
+        );
+        assert_eq!(
+            fs::read(store.dir().join("10.1.0.2")).expect("read"),
+            format!("{:064x}\r\neth0", 0).as_bytes()
+        );
+    }
+
     fn fill(store: &DiskStore, set: &RangeSet, n: usize) {
         let a = Allocator::new(set, 0);
         for i in 0..n {
             let id = format!("{i:064x}");
             let p = store.prepare(&id, "eth0").expect("prepare");
-            assert!(p.is_some(), "O_TMPFILE works here");
+            assert_eq!(p.is_some(), !store.named_temps, "O_TMPFILE works here");
             let mut l = store.lock().expect("lock");
             l.stage(p);
             a.get(&mut l, &id, "eth0", None).expect("alloc");
