@@ -367,6 +367,24 @@ impl Node {
         rcni_integration::dir_entries(&self.fl.flannel_dir())
     }
 
+    /// Every file of the node's state (config, lease, stores, cache), path → content.
+    fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push((p.clone(), fs::read(&p).unwrap_or_default()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.fl.dir.path(), &mut out);
+        out.sort();
+        out
+    }
+
     /// The node netns.
     fn ns(&self) -> &TestNetns {
         &self.fl.ns
@@ -378,6 +396,7 @@ impl Node {
 #[test]
 fn healthy_host_gw_node_has_no_findings() {
     let node = Node::new(Setup::default());
+    let before = node.files();
     let out = node.expect(&[]);
     assert_eq!(out.json(), json!({"healthy": true, "findings": []}));
     assert_eq!(out.stderr, "", "{out:#?}");
@@ -396,6 +415,8 @@ fn healthy_host_gw_node_has_no_findings() {
         text.stdout
     );
     assert_eq!(checks[12], "no problem found");
+    // Looking changes nothing: no store index, no swept file, no cache entry.
+    assert_eq!(node.files(), before);
     assert!(
         text.stdout
             .contains("2 reserved addresses and 2 saved configs, all of the 2 live pods"),
@@ -653,9 +674,11 @@ fn stale_reservation_is_released_by_gc() {
     // The pod with the libcni 1.1 cache entry (no `netns`, only the result's sandbox).
     node.lose_pod(0);
     assert_eq!(node.reservations().len(), 2);
+    let before = node.files();
     let out = node.expect(&["stale-reservation"]);
     let msg = out.message("stale-reservation");
     assert!(msg.contains("no longer exists"), "{msg}");
+    assert_eq!(node.files(), before, "changed without --fix");
     node.fix_and_expect_clean();
     assert_eq!(node.reservations().len(), 1);
     assert!(

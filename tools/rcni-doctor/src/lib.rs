@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use flannel_state::{SubnetEnv, SubnetEnvError};
-use ipam_store::{DiskStore, Entry, Store};
+use ipam_store::{DiskStore, Entry};
 
 use crate::args::Options;
 use crate::attachments::Runtime;
@@ -150,11 +150,10 @@ fn read_store(dir: &std::path::Path, network: &str) -> Result<Vec<Entry>, String
     let Some(store) = store else {
         return Ok(Vec::new());
     };
-    let mut entries = store
+    let entries = store
         .lock()
-        .and_then(|mut l| l.list())
+        .and_then(|l| l.peek())
         .map_err(|e| format!("cannot read {}: {e}", what()))?;
-    entries.sort_by_key(|e| e.ip);
     Ok(entries)
 }
 
