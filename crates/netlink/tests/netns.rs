@@ -408,3 +408,20 @@ fn netns_open_and_run_in() {
     let cur = Netns::current().expect("current");
     assert_eq!(cur.path(), std::path::Path::new("/proc/thread-self/ns/net"));
 }
+
+#[test]
+fn route_get_names_the_outgoing_interface() {
+    let mut nl = private_netns();
+    let br = bridge(&mut nl, "rg0", false);
+    nl.add_addr(br, net("10.9.0.1/24")).expect("add v4");
+    let r = nl
+        .route_get("10.9.0.5".parse().expect("ip"))
+        .expect("route get")
+        .expect("a route");
+    assert_eq!(r.oif, Some(br));
+    // No route: the kernel says ENETUNREACH.
+    let err = nl
+        .route_get("192.0.2.1".parse().expect("ip"))
+        .expect_err("unreachable");
+    assert_eq!(err.errno(), Some(libc::ENETUNREACH), "{err}");
+}
