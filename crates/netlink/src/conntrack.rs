@@ -351,10 +351,10 @@ mod tests {
         let zone = nla(CTA_ZONE, &7u16.to_be_bytes());
         let status = nla(3, &0u32.to_be_bytes());
         let payload = [orig.clone(), reply, status, zone.clone()].concat();
-        let e = parse_entry(&payload).unwrap();
+        let e = parse_entry(&payload).expect("entry");
         assert_eq!(e.protocol, proto::UDP);
-        assert_eq!(e.src, "10.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(e.dst, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(e.src, "10.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(e.dst, "10.0.0.2".parse::<IpAddr>().expect("ip"));
         assert_eq!((e.src_port, e.dst_port), (40000, 5353));
         // The delete request names the original tuple and the zone, nothing else.
         assert_eq!(e.key, [orig, zone].concat());
