@@ -9,7 +9,7 @@ RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   cargo build --release --locked --target "$host" --bins "$@"
 out="${CARGO_TARGET_DIR:-target}/$host/release"
 mkdir -p target/bin
-for b in host-local loopback bridge flannel install-cni; do
+for b in host-local loopback bridge flannel portmap install-cni; do
   if [ -f "$out/$b" ]; then
     cp -f "$out/$b" "target/bin/.$b.$$" && mv -f "target/bin/.$b.$$" "target/bin/$b"
   fi
