@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod echo;
+
 /// Panics unless we run as root: network namespaces need it.
 pub fn require_root() {
     let uid = nix::unistd::geteuid();
