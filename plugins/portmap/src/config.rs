@@ -92,8 +92,12 @@ impl PortmapConf {
 
     /// [`PortmapConf::load`] with the tool lookup given (tests).
     pub fn load_with(stdin: &[u8], tools: &dyn Tools) -> Result<PortmapConf> {
-        let raw: RawConf = serde_json::from_slice(stdin)
-            .map_err(|e| Error::Decode(format!("failed to parse network configuration: {e}")))?;
+        let decode = |e: serde_json::Error| {
+            Error::Decode(format!("failed to parse network configuration: {e}"))
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(stdin).map_err(decode)?;
+        fold_keys(&mut value);
+        let raw: RawConf = serde_json::from_value(value).map_err(decode)?;
         if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
             return Err(Error::Config(
                 "Cannot specify externalSetMarkChain and markMasqBit".into(),
@@ -138,6 +142,60 @@ impl PortmapConf {
             },
             mappings,
         })
+    }
+}
+
+/// Our keys, per object, in their canonical spelling.
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "backend",
+    "snat",
+    "masqAll",
+    "markMasqBit",
+    "externalSetMarkChain",
+    "conditionsV4",
+    "conditionsV6",
+    "runtimeConfig",
+];
+const RUNTIME_CONFIG_KEYS: &[&str] = &["portMappings"];
+const MAPPING_KEYS: &[&str] = &["hostPort", "containerPort", "protocol", "hostIP"];
+
+/// Go's `encoding/json` matches object keys to struct fields case-insensitively, and the
+/// runtimes rely on it: containerd (go-cni) sends `portMappings` entries with Go's field
+/// names (`{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}`).
+/// Rename every key that matches one of ours, ignoring ASCII case, to our spelling; as in
+/// Go, a later key wins over an earlier one for the same field.
+fn fold_keys(v: &mut serde_json::Value) {
+    fn fold(obj: &mut serde_json::Map<String, serde_json::Value>, fields: &[&str]) {
+        let keys: Vec<String> = obj.keys().cloned().collect();
+        for k in keys {
+            let Some(field) = fields.iter().find(|f| f.eq_ignore_ascii_case(&k)) else {
+                continue;
+            };
+            if k != *field
+                && let Some(value) = obj.remove(&k)
+            {
+                obj.insert((*field).to_string(), value);
+            }
+        }
+    }
+    let Some(top) = v.as_object_mut() else {
+        return;
+    };
+    fold(top, TOP_KEYS);
+    let Some(rc) = top.get_mut("runtimeConfig").and_then(|r| r.as_object_mut()) else {
+        return;
+    };
+    fold(rc, RUNTIME_CONFIG_KEYS);
+    for m in rc
+        .get_mut("portMappings")
+        .and_then(|p| p.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(m) = m.as_object_mut() {
+            fold(m, MAPPING_KEYS);
+        }
     }
 }
 
@@ -320,6 +378,31 @@ mod tests {
         assert!(!c.opts.snat && c.opts.masq_all);
         assert_eq!(c.opts.mark, MarkMasq::Bit(0));
         assert_eq!(c.backend, Backend::Nftables);
+    }
+
+    #[test]
+    fn keys_match_in_any_case_as_in_go() {
+        // What containerd 1.6 (go-cni) sends.
+        let c = load(
+            json!({"name": "n", "SNAT": false, "runtimeConfig": {"portMappings": [
+            {"HostPort": 18080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}]}}),
+        )
+        .unwrap();
+        assert!(!c.opts.snat);
+        assert_eq!(c.mappings.len(), 1);
+        assert_eq!(
+            (c.mappings[0].host_port, c.mappings[0].container_port),
+            (18080, 80)
+        );
+        assert_eq!(c.mappings[0].host_ip, None);
+        // Unknown keys stay unknown.
+        let c = load(json!({"name": "n", "runtimeConfig": {"PortMappings": [
+            {"hostport": 1, "CONTAINERPORT": 2, "protocol": "udp", "hostPorts": 9}]}}))
+        .unwrap();
+        assert_eq!(
+            (c.mappings[0].host_port, c.mappings[0].container_port),
+            (1, 2)
+        );
     }
 
     #[test]
