@@ -600,25 +600,9 @@ fn delete_restore(table: &Table, doomed: &BTreeSet<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::portmap::fixtures::{att, pm};
     use crate::portmap::{Options, PortMapping, Protocol};
     use crate::runner::fake::FakeRunner;
-
-    fn att(cid: &str) -> Attachment {
-        Attachment {
-            network: "mynet".into(),
-            container_id: cid.into(),
-            ifname: "eth0".into(),
-        }
-    }
-
-    fn pm(hp: u16, cp: u16, proto: Protocol, host_ip: Option<&str>) -> PortMapping {
-        PortMapping {
-            host_port: hp,
-            container_port: cp,
-            protocol: proto,
-            host_ip: host_ip.map(|s| s.parse().unwrap()),
-        }
-    }
 
     /// The mappings of the run against the Debian v1.1.1 reference (see the module docs).
     fn mappings() -> Vec<PortMapping> {

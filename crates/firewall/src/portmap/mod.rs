@@ -366,6 +366,31 @@ fn collect_ignoring_missing_tools(results: Vec<Result<(), Error>>) -> Result<(),
     Error::collect(errors)
 }
 
+/// Shared by the backends' unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// An attachment of network `mynet` on `eth0`.
+    pub fn att(cid: &str) -> Attachment {
+        Attachment {
+            network: "mynet".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    /// A mapping.
+    pub fn pm(hp: u16, cp: u16, proto: Protocol, host_ip: Option<&str>) -> PortMapping {
+        PortMapping {
+            host_port: hp,
+            container_port: cp,
+            protocol: proto,
+            host_ip: host_ip.map(|s| s.parse().unwrap()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +423,52 @@ mod tests {
             m(Some("10.0.0.1")).host_addr(),
             Some("10.0.0.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn teardown_all_looks_only_where_something_can_be() {
+        use crate::runner::fake::FakeRunner;
+        let a = fixtures::att("c1");
+        let chain = nft::chain_name(&a);
+        let fake = FakeRunner::new()
+            .with_proc("ip_tables_names", "")
+            .with_proc("ip6_tables_names", "");
+        fake.answer(
+            "nft",
+            r#"{"nftables": [{"table": {"family": "ip", "name": "rcni_hostport"}}, {"table": {"family": "ip", "name": "nat"}}, {"table": {"family": "inet", "name": "other"}}]}"#,
+        );
+        fake.answer(
+            "nft",
+            &format!(
+                r#"{{"nftables": [{{"map": {{"name": "hostports", "elem": [[{{"concat": ["tcp", 80]}}, {{"jump": {{"target": "{chain}"}}}}]]}}}}, {{"chain": {{"name": "{chain}"}}}}]}}"#
+            ),
+        );
+        fake.fail("iptables", "iptables: No chain/target/match by that name.");
+        teardown_all_with(&fake, &a).unwrap();
+        assert_eq!(
+            fake.transcript(),
+            format!(
+                "$ nft -j list tables\n\
+                 $ nft -j list table ip rcni_hostport\n\
+                 $ nft -f -\n\
+                 delete element ip rcni_hostport hostports {{ tcp . 80 }}\n\
+                 flush chain ip rcni_hostport {chain}\n\
+                 delete chain ip rcni_hostport {chain}\n\
+                 $ iptables -w -t nat -S CNI-HOSTPORT-DNAT\n"
+            )
+        );
+        // Nothing installed at all: only the probe.
+        let fake = FakeRunner::new()
+            .with_proc("ip_tables_names", "")
+            .with_proc("ip6_tables_names", "");
+        fake.answer("nft", r#"{"nftables": []}"#);
+        teardown_all_with(&fake, &a).unwrap();
+        assert_eq!(fake.transcript(), "$ nft -j list tables\n");
+        // No tools at all: nothing to clean, no error.
+        let none = FakeRunner::new().without(&["nft", "iptables", "ip6tables"]);
+        teardown_all_with(&none, &a).unwrap();
+        gc_all_with(&none, "mynet", &[]).unwrap();
+        assert!(list_all_with(&none).unwrap().is_empty());
     }
 
     #[test]

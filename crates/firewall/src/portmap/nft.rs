@@ -605,25 +605,9 @@ impl<R: Runner> PortMapper for Nftables<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::portmap::{MarkMasq, Options, PortMapping, Protocol};
+    use crate::portmap::fixtures::{att, pm};
+    use crate::portmap::{MarkMasq, Options, Protocol};
     use crate::runner::fake::FakeRunner;
-
-    fn att(cid: &str) -> Attachment {
-        Attachment {
-            network: "mynet".into(),
-            container_id: cid.into(),
-            ifname: "eth0".into(),
-        }
-    }
-
-    fn pm(hp: u16, cp: u16, proto: Protocol, host_ip: Option<&str>) -> PortMapping {
-        PortMapping {
-            host_port: hp,
-            container_port: cp,
-            protocol: proto,
-            host_ip: host_ip.map(|s| s.parse().unwrap()),
-        }
-    }
 
     #[test]
     fn setup_is_one_transaction() {
