@@ -303,7 +303,7 @@ impl<R: Runner> PortMapper for Iptables<R> {
                     out.push(Listed {
                         backend: Backend::Iptables,
                         // Ours and the reference's are the same rules.
-                        maker: Maker::Reference,
+                        maker: Maker::Either,
                         v6: fam.v6,
                         chain,
                         network: Some(net),

@@ -196,6 +196,8 @@ pub enum Maker {
     Rcni,
     /// The Go reference plugin.
     Reference,
+    /// Either: the iptables rules of both are the same.
+    Either,
 }
 
 /// An attachment that has port-mapping rules on this node (see [`list_all`]).
