@@ -305,17 +305,22 @@ fn iptables_external_mark_chain_and_conditions() {
 
 #[test]
 fn concurrent_iptables_setups_share_the_chains() {
+    const N: usize = 12;
     in_private_netns(|| {
         let opts = Options::default();
         let ms = vec![pm(80, 8080, Protocol::Tcp, None)];
-        let atts: Vec<Attachment> = (0..6).map(|i| att(&format!("c{i}"))).collect();
-        let addrs: Vec<Vec<IpNetwork>> = (0..6)
+        let atts: Vec<Attachment> = (0..N).map(|i| att(&format!("c{i}"))).collect();
+        let addrs: Vec<Vec<IpNetwork>> = (0..N)
             .map(|i| vec![format!("10.0.0.{}/24", i + 2).parse().unwrap()])
             .collect();
-        // Threads started from this one start in its (private) netns.
+        let lock = tempfile::NamedTempFile::new().unwrap();
+        let lock = lock.path();
+        // All start together, on a node without the shared chains: every one of them
+        // finds them missing (threads started from this one start in its private netns).
+        let start = std::sync::Barrier::new(N);
         std::thread::scope(|s| {
             for (a, ad) in atts.iter().zip(&addrs) {
-                let (opts, ms) = (&opts, &ms);
+                let (opts, ms, start) = (&opts, &ms, &start);
                 s.spawn(move || {
                     let req = Request {
                         att: a,
@@ -323,7 +328,11 @@ fn concurrent_iptables_setups_share_the_chains() {
                         mappings: ms,
                         opts,
                     };
-                    Iptables::new(SystemRunner::new()).setup(&req).unwrap();
+                    start.wait();
+                    Iptables::new(SystemRunner::new())
+                        .with_lock(lock)
+                        .setup(&req)
+                        .unwrap();
                 });
             }
         });
@@ -336,7 +345,7 @@ fn concurrent_iptables_setups_share_the_chains() {
             let chain = firewall::hash::reference_dnat_chain("mynet", &a.container_id);
             assert_eq!(
                 nat.matches(&format!("-A {DNAT_CHAIN} ")).count(),
-                6,
+                N,
                 "{nat}"
             );
             assert!(nat.contains(&format!("-j {chain}")), "{nat}");

@@ -17,16 +17,21 @@
 //! reference's name. Rules are written in the form `iptables -S` prints them.
 //!
 //! The reference runs one process per check and per rule (about 20 on an ADD, each loading
-//! the whole nat table). Here an ADD is one `iptables -t nat -S` and one
-//! `iptables-restore --noflush` per family: the listing tells which shared chains and jumps
-//! are missing (shared chains are created with `-N`, which fails instead of flushing when a
-//! concurrent ADD created them first; the restore is then retried with a fresh listing), and
-//! which stale jumps to the attachment's chain a re-ADD must drop. DEL lists only
-//! `CNI-HOSTPORT-DNAT` and restores only when it found a jump to the chain.
+//! the whole nat table). Here an ADD is one `iptables-restore --noflush` per family when the
+//! node is set up and the attachment new (see [`fast_restore`]); otherwise one
+//! `iptables -t nat -S` and one restore: the listing tells which shared chains and jumps are
+//! missing and which stale jumps to the attachment's chain a re-ADD must drop. That second
+//! path runs under a lock file ([`LOCK_FILE`]): two ADDs that both found the shared chains
+//! missing would both add the jumps to them (iptables-nft replays a restore whose ruleset
+//! changed meanwhile, so `-N` of an existing chain does not reliably fail). Shared chains
+//! are still made with `-N`, never by declaring them (which would flush them), and a restore
+//! that failed on one (a concurrent Go plugin) is retried with a fresh listing. DEL lists
+//! only `CNI-HOSTPORT-DNAT` and restores only when it found a jump to the chain.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
 
@@ -52,6 +57,9 @@ const COMMENT_LIMIT: usize = 255;
 const MULTIPORT_MAX: usize = 15;
 /// Attempts of an ADD whose restore lost a race with a concurrent ADD (`-N` of a shared chain).
 const ATTEMPTS: usize = 3;
+/// Serializes the ADDs that create shared chains (`flock`, as the reference's xtables lock;
+/// not that file: the iptables children take it themselves).
+pub const LOCK_FILE: &str = "/run/rcni-portmap.lock";
 
 /// Tools of one address family.
 #[derive(Debug, Clone, Copy)]
@@ -121,12 +129,40 @@ fn normalized(line: &str) -> Vec<String> {
 #[derive(Debug, Default)]
 pub struct Iptables<R: Runner = SystemRunner> {
     runner: R,
+    lock: Option<PathBuf>,
 }
 
 impl<R: Runner> Iptables<R> {
-    /// Backend using `runner` to spawn the tools.
+    /// Backend using `runner` to spawn the tools, without a lock file.
     pub fn new(runner: R) -> Self {
-        Self { runner }
+        Self { runner, lock: None }
+    }
+
+    /// Serialize the ADDs that list and create shared chains with `flock` on `path`
+    /// ([`LOCK_FILE`] for the plugin).
+    pub fn with_lock(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lock = Some(path.into());
+        self
+    }
+
+    /// Holds the lock file while alive; `None` without one, or when it cannot be opened
+    /// (the slow path then runs unserialized, as it would without us).
+    fn lock(&self) -> Option<std::fs::File> {
+        let path = self.lock.as_ref()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .inspect_err(|e| log::debug!("no lock file {}: {e}", path.display()))
+            .ok()?;
+        match file.lock() {
+            Ok(()) => Some(file),
+            Err(e) => {
+                log::debug!("cannot lock {}: {e}", path.display());
+                None
+            }
+        }
     }
 
     /// `-S` of the whole nat table, or of one chain; `None` when that does not exist.
@@ -180,6 +216,7 @@ impl<R: Runner> Iptables<R> {
                 fam.restore_tool
             ),
         }
+        let _locked = self.lock();
         let mut attempt = 1;
         loop {
             let table = self.list_nat(fam, None)?.unwrap_or_default();

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-pub use iptables::{DNAT_CHAIN, Iptables, MASQ_CHAIN, SETMARK_CHAIN};
+pub use iptables::{DNAT_CHAIN, Iptables, LOCK_FILE, MASQ_CHAIN, SETMARK_CHAIN};
 pub use nft::{Nftables, REFERENCE_TABLE as NFT_REFERENCE_TABLE, TABLE as NFT_TABLE};
 
 use crate::runner::{Runner, SystemRunner, run_ok};
@@ -238,7 +238,7 @@ pub trait PortMapper {
 /// The backend `b`, spawning tools in the calling thread's network namespace.
 pub fn mapper(b: Backend) -> Box<dyn PortMapper> {
     match b {
-        Backend::Iptables => Box::new(Iptables::new(SystemRunner::new())),
+        Backend::Iptables => Box::new(Iptables::new(SystemRunner::new()).with_lock(LOCK_FILE)),
         Backend::Nftables => Box::new(Nftables::new(SystemRunner::new())),
     }
 }
