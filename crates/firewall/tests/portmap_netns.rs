@@ -352,3 +352,66 @@ fn concurrent_iptables_setups_share_the_chains() {
         }
     });
 }
+
+/// The legacy variant (`iptables-legacy*`, what older nodes run): the same texts must pass.
+#[test]
+fn iptables_legacy_variant() {
+    struct Legacy(SystemRunner);
+    fn legacy(tool: &str) -> String {
+        match tool.split_once('-') {
+            Some((base, rest)) => format!("{base}-legacy-{rest}"),
+            None => format!("{tool}-legacy"),
+        }
+    }
+    impl firewall::Runner for Legacy {
+        fn has(&self, tool: &str) -> bool {
+            self.0.has(&legacy(tool))
+        }
+        fn run(
+            &self,
+            tool: &str,
+            args: &[&str],
+            stdin: Option<&str>,
+        ) -> Result<firewall::Output, firewall::Error> {
+            self.0.run(&legacy(tool), args, stdin)
+        }
+    }
+    in_private_netns(|| {
+        let ipt = Iptables::new(Legacy(SystemRunner::new()));
+        let a = att("leg");
+        let (ms, opts, addrs) = (mappings(), Options::default(), dual(2));
+        let req = Request {
+            att: &a,
+            addrs: &addrs,
+            mappings: &ms,
+            opts: &opts,
+        };
+        ipt.setup(&req).unwrap();
+        ipt.setup(&req).unwrap();
+        ipt.check(&req).unwrap();
+        let chain = firewall::hash::reference_dnat_chain("mynet", "leg");
+        for tool in ["iptables-legacy", "ip6tables-legacy"] {
+            let nat = sh(tool, &["-w", "-t", "nat", "-S"]);
+            assert_eq!(nat.matches(&format!("-j {chain}")).count(), 3, "{nat}");
+            assert_eq!(nat.matches(&format!("-j {DNAT_CHAIN}")).count(), 2, "{nat}");
+        }
+        // A second attachment takes the one-restore path.
+        let b = att("leg2");
+        let addrs_b = dual(3);
+        let req_b = Request {
+            att: &b,
+            addrs: &addrs_b,
+            ..req
+        };
+        ipt.setup(&req_b).unwrap();
+        ipt.check(&req_b).unwrap();
+        ipt.gc("mynet", std::slice::from_ref(&b)).unwrap();
+        assert!(ipt.check(&req).is_err());
+        ipt.check(&req_b).unwrap();
+        ipt.teardown(&b).unwrap();
+        for tool in ["iptables-legacy", "ip6tables-legacy"] {
+            let nat = sh(tool, &["-w", "-t", "nat", "-S"]);
+            assert!(!nat.contains("CNI-DN-"), "{nat}");
+        }
+    });
+}
