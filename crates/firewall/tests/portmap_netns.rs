@@ -109,6 +109,28 @@ fn nftables_setup_check_teardown() {
         assert!(rs.contains("dnat to [fd00::2]:99"), "{rs}");
         assert_eq!(rs.matches("dnat to 10.244.1.2:").count(), 3, "{rs}");
 
+        // A new attachment on a set-up table touches nothing shared (no flush of the base
+        // chains: their rule handles stay).
+        let handles = || {
+            sh(
+                "nft",
+                &["-a", "list", "chain", "ip", "rcni_hostport", "prerouting"],
+            )
+        };
+        let before = handles();
+        let c = att("c");
+        let addrs_c = dual(4);
+        let other_port = vec![pm(7070, 70, Protocol::Tcp, None)];
+        let req_c = Request {
+            att: &c,
+            addrs: &addrs_c,
+            mappings: &other_port,
+            opts: &opts,
+        };
+        nft.setup(&req_c).unwrap();
+        nft.check(&req_c).unwrap();
+        assert_eq!(handles(), before);
+        nft.teardown(&c).unwrap();
         // Another attachment takes host port 8080 (its element replaces a's: newest wins).
         let only_8080 = vec![pm(8080, 81, Protocol::Tcp, None)];
         let req_b = Request {
@@ -171,7 +193,7 @@ fn nftables_options() {
         let rs = nft_ruleset();
         assert!(rs.contains("chain masquerade-bit20"), "{rs}");
         assert!(
-            rs.contains("ip saddr != 192.0.2.0/24 tcp dport 80 meta mark set"),
+            rs.contains("ip saddr != 192.0.2.0/24 tcp dport 80 jump setmark-bit20"),
             "{rs}"
         );
         let listed = portmap::list_all().unwrap();

@@ -12,11 +12,12 @@
 //!         ip daddr . meta l4proto . th dport vmap @hostip_hostports
 //!         fib daddr type local meta l4proto . th dport vmap @hostports }
 //!     chain output { type nat hook output priority -100; policy accept;  (the same two rules) }
+//!     chain setmark-bit13 { meta mark set meta mark or 0x00002000 }
 //!     chain masquerade-bit13 { type nat hook postrouting priority 100; policy accept;
 //!         meta mark and 0x00002000 == 0x00002000 masquerade }
 //!     chain a-<instance hash> {              (one regular chain per attachment)
-//!         meta l4proto tcp th dport 8080 ip saddr 10.244.1.0/24 meta mark set meta mark or 0x00002000
-//!         meta l4proto tcp th dport 8080 ip saddr 127.0.0.1 meta mark set meta mark or 0x00002000
+//!         meta l4proto tcp th dport 8080 ip saddr 10.244.1.0/24 jump setmark-bit13
+//!         meta l4proto tcp th dport 8080 ip saddr 127.0.0.1 jump setmark-bit13
 //!         meta l4proto tcp th dport 8080 dnat to 10.244.1.5:80
 //!         ... }
 //! }
@@ -28,12 +29,16 @@
 //! named after the attachment's instance hash (network, ifname, container ID), and every rule
 //! carries the usual comment (see [`crate::hash`]).
 //!
-//! * ADD is one `nft -f -` with no listing: the skeleton (idempotent `add`s; the fixed base
-//!   chains are flushed and rewritten), the attachment's chain (flushed, refilled) and its map
-//!   elements. A host port held by another attachment (a stale one whose DEL has not come
+//! * ADD is one `nft -f -` with no listing and, for a new attachment, nothing deleted: its
+//!   chain and map elements only. That fails with ENOENT when a part of the skeleton it
+//!   relies on is missing (the table, a map, the `setmark-bit<N>` chain, which is made
+//!   together with `masquerade-bit<N>`); then one transaction makes the skeleton (idempotent
+//!   `add`s; the fixed chains are flushed and rewritten) and the attachment. Deleting
+//!   anything costs an RCU grace period when `nft` exits (~12 ms here), which the common case
+//!   so avoids. A host port held by another attachment (a stale one whose DEL has not come
 //!   yet: the runtime's own conflicts are excluded by the scheduler) makes the element add
 //!   fail with EEXIST; then the maps are listed and the conflicting and stale elements are
-//!   deleted in a second transaction that also redoes the ADD: the newest ADD wins.
+//!   deleted in a transaction that also redoes the ADD: the newest ADD wins.
 //! * DEL lists the table (elements say which keys point at the attachment's chain: an
 //!   element's key alone cannot tell its owner) and deletes those elements and the chain in
 //!   one transaction. It also deletes the Go plugin's nft rules (tables `cni_hostport`,
@@ -84,6 +89,11 @@ pub fn chain_name(att: &Attachment) -> String {
 /// The postrouting chain masquerading packets with `bit` set.
 fn masq_chain(bit: u8) -> String {
     format!("masquerade-bit{bit}")
+}
+
+/// The regular chain setting `bit` (what attachments jump to, as iptables' SETMARK chain).
+fn setmark_chain(bit: u8) -> String {
+    format!("setmark-bit{bit}")
 }
 
 fn table(family: Family) -> Table {
@@ -239,6 +249,22 @@ fn skeleton(family: Family, req: &Request) -> Vec<Op> {
     if let (true, super::MarkMasq::Bit(bit)) = (req.opts.snat, &req.opts.mark) {
         let name = masq_chain(*bit);
         let bits = 1u32 << u32::from(*bit);
+        let setmark = setmark_chain(*bit);
+        ops.push(Op::AddChain {
+            table: t,
+            name: setmark.clone(),
+            base: None,
+        });
+        ops.push(Op::FlushChain {
+            table: t,
+            name: setmark.clone(),
+        });
+        ops.push(Op::AddRule {
+            table: t,
+            chain: setmark,
+            exprs: vec![Expr::MarkSetOr(bits)],
+            comment: None,
+        });
         ops.push(Op::AddChain {
             table: t,
             name: name.clone(),
@@ -298,15 +324,16 @@ fn chain_ops(family: Family, req: &Request, addr: IpNetwork) -> Vec<Op> {
         base.push(Expr::L4Proto(m.protocol));
         base.push(Expr::DstPort(m.host_port));
         let with = |extra: Vec<Expr>| [base.clone(), extra].concat();
-        if let (true, Some(bits)) = (req.opts.snat, req.opts.mark.bits()) {
+        if let (true, super::MarkMasq::Bit(bit)) = (req.opts.snat, &req.opts.mark) {
+            let setmark = Expr::Jump(setmark_chain(*bit));
             if req.opts.masq_all {
-                rule(with(vec![Expr::MarkSetOr(bits)]));
+                rule(with(vec![setmark]));
             } else {
-                rule(with(vec![Expr::Saddr(addr), Expr::MarkSetOr(bits)]));
+                rule(with(vec![Expr::Saddr(addr), setmark.clone()]));
                 if !v6 {
                     let localhost = IpNetwork::new([127, 0, 0, 1].into(), 32)
                         .unwrap_or_else(|_| unreachable!("a /32 is a valid prefix"));
-                    rule(with(vec![Expr::Saddr(localhost), Expr::MarkSetOr(bits)]));
+                    rule(with(vec![Expr::Saddr(localhost), setmark]));
                 }
             }
         }
@@ -429,13 +456,20 @@ impl<R: Runner> PortMapper for Nftables<R> {
         if fams.is_empty() {
             return Ok(());
         }
-        let mut ops = Vec::new();
+        let mut attachment = Vec::new();
+        let mut full = Vec::new();
         for (f, addr) in &fams {
-            ops.extend(skeleton(*f, req));
-            ops.extend(chain_ops(*f, req, *addr));
-            ops.extend(element_ops(*f, req));
+            let own = [chain_ops(*f, req, *addr), element_ops(*f, req)].concat();
+            full.extend(skeleton(*f, req));
+            full.extend(own.iter().cloned());
+            attachment.extend(own);
         }
-        let out = self.apply(&ops)?;
+        // The common case: the skeleton is there, nothing to delete.
+        let mut out = self.apply(&attachment)?;
+        if !out.success && out.stderr.contains(ENOENT) {
+            log::debug!("port mapping tables not set up yet: {}", out.stderr.trim());
+            out = self.apply(&full)?;
+        }
         if out.success {
             return Ok(());
         }
@@ -449,7 +483,7 @@ impl<R: Runner> PortMapper for Nftables<R> {
                 first.extend(conflict_ops(*f, req, &listing));
             }
         }
-        first.extend(ops);
+        first.extend(full);
         self.apply_ok(&first)
     }
 
@@ -467,13 +501,12 @@ impl<R: Runner> PortMapper for Nftables<R> {
                     )));
                 }
             }
-            if let (true, super::MarkMasq::Bit(bit)) = (req.opts.snat, &req.opts.mark)
-                && listing.rules_in(&masq_chain(*bit)).count() == 0
-            {
-                return Err(Error::Check(format!(
-                    "chain {} not found in table {t}",
-                    masq_chain(*bit)
-                )));
+            if let (true, super::MarkMasq::Bit(bit)) = (req.opts.snat, &req.opts.mark) {
+                for c in [masq_chain(*bit), setmark_chain(*bit)] {
+                    if listing.rules_in(&c).count() != 1 {
+                        return Err(Error::Check(format!("chain {c} of table {t} is not ours")));
+                    }
+                }
             }
             if !listing.has_chain(&chain) {
                 return Err(Error::Check(format!(
@@ -631,8 +664,6 @@ mod tests {
             mappings: &ms,
             opts: &opts,
         };
-        let fake = FakeRunner::new();
-        Nftables::new(&fake).setup(&req).unwrap();
         let ch = chain_name(&a);
         let c = comment(&a);
         let skel = |f: &str, addr: &str| {
@@ -648,16 +679,20 @@ mod tests {
                  flush chain {f} rcni_hostport output\n\
                  add rule {f} rcni_hostport output {f} daddr . meta l4proto . th dport vmap @hostip_hostports\n\
                  add rule {f} rcni_hostport output fib daddr type local meta l4proto . th dport vmap @hostports\n\
+                 add chain {f} rcni_hostport setmark-bit13\n\
+                 flush chain {f} rcni_hostport setmark-bit13\n\
+                 add rule {f} rcni_hostport setmark-bit13 meta mark set meta mark or 0x00002000\n\
                  add chain {f} rcni_hostport masquerade-bit13 {{ type nat hook postrouting priority 100 ; policy accept ; }}\n\
                  flush chain {f} rcni_hostport masquerade-bit13\n\
-                 add rule {f} rcni_hostport masquerade-bit13 meta mark and 0x00002000 == 0x00002000 masquerade\n\
-                 add chain {f} rcni_hostport {ch}\n\
-                 flush chain {f} rcni_hostport {ch}\n"
+                 add rule {f} rcni_hostport masquerade-bit13 meta mark and 0x00002000 == 0x00002000 masquerade\n"
             )
         };
-        let mark = "meta mark set meta mark or 0x00002000";
-        let expected = format!(
-            "$ nft -f -\n{}\
+        let own = |f: &str| {
+            format!("add chain {f} rcni_hostport {ch}\nflush chain {f} rcni_hostport {ch}\n")
+        };
+        let mark = "jump setmark-bit13";
+        let v4 = format!(
+            "{}\
              add rule ip rcni_hostport {ch} meta l4proto tcp th dport 8080 ip saddr 10.244.1.0/24 {mark} comment \"{c}\"\n\
              add rule ip rcni_hostport {ch} meta l4proto tcp th dport 8080 ip saddr 127.0.0.1 {mark} comment \"{c}\"\n\
              add rule ip rcni_hostport {ch} meta l4proto tcp th dport 8080 dnat to 10.244.1.5:80 comment \"{c}\"\n\
@@ -665,17 +700,37 @@ mod tests {
              add rule ip rcni_hostport {ch} ip daddr 192.168.1.5 meta l4proto tcp th dport 8443 ip saddr 127.0.0.1 {mark} comment \"{c}\"\n\
              add rule ip rcni_hostport {ch} ip daddr 192.168.1.5 meta l4proto tcp th dport 8443 dnat to 10.244.1.5:443 comment \"{c}\"\n\
              add element ip rcni_hostport hostports {{ tcp . 8080 : jump {ch} }}\n\
-             add element ip rcni_hostport hostip_hostports {{ 192.168.1.5 . tcp . 8443 : jump {ch} }}\n\
-             {}\
+             add element ip rcni_hostport hostip_hostports {{ 192.168.1.5 . tcp . 8443 : jump {ch} }}\n",
+            own("ip")
+        );
+        let v6 = format!(
+            "{}\
              add rule ip6 rcni_hostport {ch} ip6 daddr != fc00::/7 meta l4proto tcp th dport 8080 ip6 saddr fd00::/64 {mark} comment \"{c}\"\n\
              add rule ip6 rcni_hostport {ch} ip6 daddr != fc00::/7 meta l4proto tcp th dport 8080 dnat to [fd00::5]:80 comment \"{c}\"\n\
              add rule ip6 rcni_hostport {ch} ip6 daddr != fc00::/7 meta l4proto udp th dport 5353 ip6 saddr fd00::/64 {mark} comment \"{c}\"\n\
              add rule ip6 rcni_hostport {ch} ip6 daddr != fc00::/7 meta l4proto udp th dport 5353 dnat to [fd00::5]:53 comment \"{c}\"\n\
              add element ip6 rcni_hostport hostports {{ tcp . 8080 : jump {ch}, udp . 5353 : jump {ch} }}\n",
-            skel("ip", "ipv4_addr"),
-            skel("ip6", "ipv6_addr"),
+            own("ip6")
         );
-        assert_eq!(fake.transcript(), expected);
+        // The skeleton in place: only the attachment's chain and elements, nothing deleted.
+        let fake = FakeRunner::new();
+        Nftables::new(&fake).setup(&req).unwrap();
+        assert_eq!(fake.transcript(), format!("$ nft -f -\n{v4}{v6}"));
+        // Not there (ENOENT): a second transaction with the skeleton.
+        let fake = FakeRunner::new();
+        fake.fail(
+            "nft",
+            "Error: Could not process rule: No such file or directory",
+        );
+        Nftables::new(&fake).setup(&req).unwrap();
+        assert_eq!(
+            fake.transcript(),
+            format!(
+                "$ nft -f -\n{v4}{v6}$ nft -f -\n{}{v4}{}{v6}",
+                skel("ip", "ipv4_addr"),
+                skel("ip6", "ipv6_addr")
+            )
+        );
     }
 
     #[test]
@@ -696,19 +751,22 @@ mod tests {
         };
         let text = render(&chain_ops(Family::Ip, &req, addrs[0]));
         assert!(
-            text.contains(
-                " meta l4proto tcp th dport 80 meta mark set meta mark or 0x00000001 comment"
-            ),
+            text.contains(" meta l4proto tcp th dport 80 jump setmark-bit0 comment"),
             "{text}"
         );
-        assert_eq!(text.matches("meta mark set").count(), 1, "{text}");
-        assert!(render(&skeleton(Family::Ip, &req)).contains("masquerade-bit0"));
+        assert_eq!(text.matches("jump setmark").count(), 1, "{text}");
+        let skel = render(&skeleton(Family::Ip, &req));
+        assert!(skel.contains("masquerade-bit0"), "{skel}");
+        assert!(
+            skel.contains("setmark-bit0 meta mark set meta mark or 0x00000001"),
+            "{skel}"
+        );
         let off = Options {
             snat: false,
             ..Options::default()
         };
         let req = Request { opts: &off, ..req };
-        assert!(!render(&chain_ops(Family::Ip, &req, addrs[0])).contains("mark"));
+        assert!(!render(&chain_ops(Family::Ip, &req, addrs[0])).contains("setmark"));
         assert!(!render(&skeleton(Family::Ip, &req)).contains("masquerade"));
     }
 
@@ -913,6 +971,7 @@ mod tests {
             ("output", 3, ""),
             ("output", 4, ""),
             ("masquerade-bit13", 5, ""),
+            ("setmark-bit13", 9, ""),
         ];
         let full: Vec<(&str, u64, &str)> = base
             .iter()

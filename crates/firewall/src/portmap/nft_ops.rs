@@ -181,6 +181,8 @@ pub enum Expr {
     },
     /// `meta mark set meta mark or <bits>`.
     MarkSetOr(u32),
+    /// `jump <chain>` (a regular chain of the same table).
+    Jump(String),
     /// `meta mark and <bits> == <bits>`.
     MarkAll(u32),
     /// `dnat to <addr>:<port>`.
@@ -382,6 +384,7 @@ fn expr_text(s: &mut String, family: Family, e: &Expr) {
             write!(s, "{} vmap @{map}", fields.join(" . "))
         }
         Expr::MarkSetOr(m) => write!(s, "meta mark set meta mark or {m:#010x}"),
+        Expr::Jump(c) => write!(s, "jump {c}"),
         Expr::MarkAll(m) => write!(s, "meta mark and {m:#010x} == {m:#010x}"),
         Expr::Dnat(IpAddr::V4(ip), port) => write!(s, "dnat to {ip}:{port}"),
         Expr::Dnat(IpAddr::V6(ip), port) => write!(s, "dnat to [{ip}]:{port}"),
@@ -595,6 +598,7 @@ mod tests {
                     Expr::Saddr("127.0.0.1/32".parse().unwrap()),
                     Expr::Saddr("10.0.0.5/24".parse().unwrap()),
                     Expr::MarkSetOr(0x2000),
+                    Expr::Jump("b".into()),
                 ],
                 comment: Some("c \"x\"".into()),
             },
@@ -651,7 +655,7 @@ mod tests {
              add chain ip t a-1\n\
              flush chain ip t a-1\n\
              add rule ip t pre fib daddr type local ip daddr . meta l4proto . th dport vmap @m\n\
-             add rule ip t a-1 ip daddr != 192.0.2.0/24 meta l4proto tcp th dport 8080 ip saddr 127.0.0.1 ip saddr 10.0.0.0/24 meta mark set meta mark or 0x00002000 comment \"c x\"\n\
+             add rule ip t a-1 ip daddr != 192.0.2.0/24 meta l4proto tcp th dport 8080 ip saddr 127.0.0.1 ip saddr 10.0.0.0/24 meta mark set meta mark or 0x00002000 jump b comment \"c x\"\n\
              add rule ip t a-1 ip daddr 192.168.1.5 dnat to 10.0.0.5:80\n\
              add rule ip t m meta mark and 0x00002000 == 0x00002000 masquerade\n\
              add element ip t m { 192.168.1.5 . udp . 53 : jump a-1 }\n\
