@@ -213,7 +213,7 @@ def pod_sandbox(bin_dir, reference):
             check(any(c["plugin"] == "bridge" and c["cmd"] == "DEL" for c in calls),
                   "flannel did not delegate DEL to bridge")
         ipdir = os.path.join(tmp, "ipam", conf["name"])
-        left = [f for f in os.listdir(ipdir) if not f.startswith(("last_reserved", "lock"))] \
+        left = [f for f in os.listdir(ipdir) if not f.startswith(("last_reserved", "lock")) and f != ".rcni-owners"] \
             if os.path.isdir(ipdir) else []
         check(not left, f"host-local still holds {left} after the sandbox was removed")
         check(not os.path.exists(os.path.join(tmp, "flannel", sid)), "flannel state left")
