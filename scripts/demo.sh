@@ -186,7 +186,7 @@ routes_vxlan() {
 }
 
 # ---------------------------------------------------------------- CNI calls
-# The flannel plugin config of conf-examples/10-flannel-rcni.conflist as a runtime sends it
+# The flannel plugin config of the conflist ($CONFLIST) as a runtime sends it
 # (name and cniVersion injected), with this node's subnet.env and state dirs instead of
 # /run/flannel and /var/lib/cni.
 flannel_conf() {
