@@ -13,7 +13,14 @@ use cni::config::ConfList;
 use rcni_integration::{Call, TestNetns, bin, bin_dir, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
-const PLUGINS: &[&str] = &["bridge", "flannel", "host-local", "loopback", "rcni-doctor"];
+const PLUGINS: &[&str] = &[
+    "bridge",
+    "flannel",
+    "host-local",
+    "loopback",
+    "portmap",
+    "rcni-doctor",
+];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf-examples")
@@ -55,7 +62,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert_eq!(
         dir_entries(&bins),
         PLUGINS,
-        "exactly the four plugins and the doctor, no temp files"
+        "exactly the five plugins and the doctor, no temp files"
     );
     for p in PLUGINS {
         let installed = bins.join(p);
@@ -109,7 +116,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(
         stderr(&again).matches("up to date").count(),
-        6,
+        7,
         "{}",
         stderr(&again)
     );

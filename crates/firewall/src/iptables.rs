@@ -58,13 +58,13 @@ const V6: Family = Family {
 pub(crate) struct RuleLine {
     pub(crate) chain: String,
     /// The line as printed (what `-D` needs, with `-A` replaced).
-    raw: String,
+    pub(crate) raw: String,
     pub(crate) target: Option<String>,
     pub(crate) comment: Option<String>,
 }
 
 impl RuleLine {
-    fn delete_line(&self) -> String {
+    pub(crate) fn delete_line(&self) -> String {
         format!("-D{}", &self.raw[2..])
     }
 }

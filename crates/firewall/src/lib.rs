@@ -1,5 +1,6 @@
 //! IP masquerade for the bridge plugin, as a drop-in for the Go plugins' `ipMasq`, and its
-//! MAC spoof check (`macspoofchk`, see [`spoofcheck`]).
+//! MAC spoof check (`macspoofchk`, see [`spoofcheck`]); and the portmap plugin's port
+//! mappings ([`portmap`]).
 //!
 //! Two backends implement [`Masquerade`]:
 //!
@@ -29,6 +30,7 @@ pub mod hash;
 mod iptables;
 mod listing;
 mod nft;
+pub mod portmap;
 mod runner;
 pub mod spoofcheck;
 

@@ -112,6 +112,7 @@ func main() {
 	convert := flag.String("convert", "", "also render the ADD/cached result in this version")
 	valid := flag.String("valid", "", "GC: valid attachments as id/ifname,id/ifname")
 	plugin := flag.String("plugin", "", "version: plugin type to ask")
+	portMappings := flag.String("portmap", "", "capability portMappings, as JSON (kubelet's hostPorts)")
 	flag.Parse()
 	if flag.NArg() == 3 && cnitoolCommands[flag.Arg(0)] {
 		set := map[string]bool{}
@@ -145,6 +146,13 @@ func main() {
 
 	list := loadList(*confFile)
 	rt := &libcni.RuntimeConf{ContainerID: *id, NetNS: *netns, IfName: *ifname}
+	if *portMappings != "" {
+		var pm []map[string]interface{}
+		if err := json.Unmarshal([]byte(*portMappings), &pm); err != nil {
+			fail("bad -portmap: %v", err)
+		}
+		rt.CapabilityArgs = map[string]interface{}{"portMappings": pm}
+	}
 	if *cniArgs != "" {
 		for _, kv := range strings.Split(*cniArgs, ";") {
 			parts := strings.SplitN(kv, "=", 2)
