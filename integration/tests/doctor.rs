@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use cni::config::ConfList;
+use firewall::portmap::{self, PortMapper};
 use firewall::{Attachment, Iptables, Masquerade, Nftables, SystemRunner};
 use rcni_integration::{
     Call, FlannelNode, Reply, TestNetns, bin, bin_dir, eventually, run_ok, temp_dir, unique,
@@ -39,6 +40,8 @@ struct Setup {
     /// FLANNEL_IPMASQ: true means flanneld masquerades, so the bridge does not (ipMasq off).
     flannel_ipmasq: bool,
     pods: usize,
+    /// Chain portmap after flannel, as kube-flannel's conflist does.
+    portmap: bool,
 }
 
 impl Default for Setup {
@@ -49,6 +52,7 @@ impl Default for Setup {
             mtu: 1500,
             flannel_ipmasq: true,
             pods: 2,
+            portmap: false,
         }
     }
 }
@@ -198,7 +202,11 @@ impl Node {
         let obj = plugin.as_object_mut().unwrap();
         obj.remove("name");
         obj.remove("cniVersion");
-        let list = json!({"name": NETWORK, "cniVersion": "1.0.0", "plugins": [plugin]});
+        let mut plugins = vec![plugin];
+        if s.portmap {
+            plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+        }
+        let list = json!({"name": NETWORK, "cniVersion": "1.0.0", "plugins": plugins});
         fs::write(node.conflist(), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
         for _ in 0..s.pods {
             node.add_pod().expect_ok();
@@ -438,7 +446,7 @@ fn healthy_vxlan_node_with_masquerade_has_no_findings() {
     let text = node.doctor_with(PATH, &[]);
     assert!(
         text.stdout
-            .contains("✓ masquerade rules: 2 masquerade rule sets"),
+            .contains("✓ pod rules: 2 masquerade or port-mapping rule sets"),
         "{}",
         text.stdout
     );
@@ -785,6 +793,49 @@ fn leftover_rules_are_removed_and_other_networks_left_alone() {
 }
 
 #[test]
+fn leftover_port_mappings_are_removed_by_portmaps_gc() {
+    let node = Node::new(Setup {
+        portmap: true,
+        ..Setup::default()
+    });
+    // The hostPort rules of a pod that is gone (its DEL never ran).
+    let att = Attachment {
+        network: NETWORK.into(),
+        container_id: "gone-pm".into(),
+        ifname: "eth0".into(),
+    };
+    let addrs = ["10.244.1.60/24".parse().unwrap()];
+    let mappings = [portmap::PortMapping {
+        host_port: 8080,
+        container_port: 80,
+        protocol: portmap::Protocol::Tcp,
+        host_ip: None,
+    }];
+    let opts = portmap::Options::default();
+    portmap::Iptables::new(SystemRunner::in_named_netns(node.ns().name()))
+        .setup(&portmap::Request {
+            att: &att,
+            addrs: &addrs,
+            mappings: &mappings,
+            opts: &opts,
+        })
+        .unwrap();
+    assert!(node.ns().iptables_nat().contains("CNI-DN-"));
+    let out = node.expect(&["leftover-rules"]);
+    let msg = out.message("leftover-rules");
+    assert!(
+        msg.contains("port mapping") && msg.contains("id: gone-pm"),
+        "{msg}"
+    );
+    node.fix_and_expect_clean();
+    assert!(
+        !node.ns().iptables_nat().contains("CNI-DN-"),
+        "{}",
+        node.ns().iptables_nat()
+    );
+}
+
+#[test]
 fn a_lost_pod_with_masquerade_leaves_both_and_one_fix_cleans_both() {
     let mut node = Node::new(Setup {
         flannel_ipmasq: false,
@@ -948,7 +999,7 @@ fn a_node_without_iptables_or_nft() {
     assert_eq!(out.json(), json!({"healthy": true, "findings": []}));
     assert!(
         out.stderr.contains("could not check FORWARD chain")
-            && out.stderr.contains("could not check masquerade rules")
+            && out.stderr.contains("could not check pod rules")
             && out.stderr.contains("neither nft nor iptables"),
         "{out:#?}"
     );

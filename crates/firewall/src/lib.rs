@@ -37,7 +37,9 @@ pub mod spoofcheck;
 pub use error::Error;
 pub use ipnetwork::IpNetwork;
 pub use iptables::{Iptables, tokenize as iptables_words};
-pub use listing::{OwnerKey, RuleKind, RuleOwner, RuleSource, masquerade_owners, rule_owners};
+pub use listing::{
+    OwnerKey, RuleKind, RuleOwner, RuleSource, masquerade_owners, port_mapping_owners, rule_owners,
+};
 pub use nft::{
     CHAIN_PREFIX as NFT_CHAIN_PREFIX, Nftables, REFERENCE_TABLE as NFT_REFERENCE_TABLE,
     TABLE as NFT_TABLE, chain_name as nft_chain_name,

@@ -11,8 +11,9 @@
 //! | ours, iptables | `iptables -w -t nat -S` (and `ip6tables`) | comment hash of `RCNI-*` chains and their jumps |
 //! | the Go plugin, iptables | same listing | `CNI-<hash>` chain + comment `name: "<net>" id: "<cid>"` |
 //!
-//! Port mapping: the portmap plugin's rules get a [`RuleKind`] of their own and a lister
-//! called from [`rule_owners`], next to [`masquerade_owners`].
+//! Port mappings ([`RuleKind::PortMapping`]) come from the portmap module's own listing
+//! ([`crate::portmap::list_all_with`]); an attachment whose rules do not name their network
+//! (the Go plugin's nftables port mappings) is left out: it cannot be attributed.
 
 use std::collections::BTreeSet;
 
@@ -31,6 +32,8 @@ use crate::{Attachment, Error};
 pub enum RuleKind {
     /// IP masquerade (`ipMasq`).
     Masquerade,
+    /// A pod's `hostPort`s (the portmap plugin).
+    PortMapping,
 }
 
 /// Who programmed the rules, with which tool.
@@ -58,12 +61,15 @@ pub enum OwnerKey {
         /// The whole comment (empty for a chain found without rules).
         comment: String,
     },
-    /// The Go iptables backend: one chain per network and container ID, any interface.
+    /// Rules that name their network and container (and maybe interface): the Go iptables
+    /// masquerade chains (one per network and container ID) and the port mappings.
     Container {
         /// Network name.
         network: String,
         /// Container ID.
         container_id: String,
+        /// Interface name, when the rules tell it (otherwise any of the container's).
+        ifname: Option<String>,
     },
 }
 
@@ -96,14 +102,64 @@ impl RuleOwner {
             OwnerKey::Container {
                 network,
                 container_id,
-            } => *network == att.network && *container_id == att.container_id,
+                ifname,
+            } => {
+                *network == att.network
+                    && *container_id == att.container_id
+                    && ifname.as_ref().is_none_or(|i| *i == att.ifname)
+            }
         }
     }
 }
 
 /// Every attachment with rules of any kind in this namespace (see the module doc).
 pub fn rule_owners<R: Runner>(runner: &R) -> Result<Vec<RuleOwner>, Error> {
-    masquerade_owners(runner)
+    let mut owners = masquerade_owners(runner)?;
+    owners.extend(port_mapping_owners(runner)?);
+    Ok(owners)
+}
+
+/// Attachments with port-mapping rules that name their network and container.
+pub fn port_mapping_owners<R: Runner>(runner: &R) -> Result<Vec<RuleOwner>, Error> {
+    let listed = crate::portmap::list_all_with(runner)?;
+    let mut owners = BTreeSet::new();
+    for l in listed {
+        let (Some(network), Some(container_id)) = (l.network, l.container_id) else {
+            continue;
+        };
+        let (source, location) = match l.backend {
+            crate::Backend::Iptables => (
+                // Ours and the reference's are the same rules.
+                RuleSource::Iptables,
+                format!(
+                    "{} nat {}",
+                    if l.v6 { "ip6tables" } else { "iptables" },
+                    l.chain
+                ),
+            ),
+            crate::Backend::Nftables => {
+                let (source, table) = match l.maker {
+                    crate::portmap::Maker::Reference => (
+                        RuleSource::ReferenceNftables,
+                        crate::portmap::NFT_REFERENCE_TABLE,
+                    ),
+                    _ => (RuleSource::Nftables, crate::portmap::NFT_TABLE),
+                };
+                (source, format!("nft {table} {}", l.chain))
+            }
+        };
+        owners.insert(RuleOwner {
+            kind: RuleKind::PortMapping,
+            source,
+            location,
+            key: OwnerKey::Container {
+                network,
+                container_id,
+                ifname: l.ifname,
+            },
+        });
+    }
+    Ok(owners.into_iter().collect())
 }
 
 /// Attachments with masquerade rules, from every backend whose tool is installed.
@@ -241,6 +297,7 @@ fn iptables_owners<R: Runner>(runner: &R, tool: &str) -> Result<Vec<RuleOwner>, 
                     OwnerKey::Container {
                         network: net.to_owned(),
                         container_id: cid.to_owned(),
+                        ifname: None,
                     },
                 ),
                 _ => continue,

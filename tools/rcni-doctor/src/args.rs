@@ -34,8 +34,9 @@ options:
   -V, --version       the version
 
 --fix: IP forwarding off → on; a bridge holding an old lease's address and no ports →
-deleted (the next pod recreates it); reservations, saved configs and masquerade rules of
-pods that are gone → a CNI GC of the network with the live pods as valid attachments.
+deleted (the next pod recreates it); reservations, saved configs, masquerade and
+port-mapping rules of pods that are gone → a CNI GC of the network with the live pods
+as valid attachments.
 Nothing else: no bridge with ports is deleted, no rule or reservation that cannot be
 attributed to a pod of this network is touched.
 

@@ -2,7 +2,8 @@
 //!
 //! The GC is the one the plugins implement (CNI 1.1 `GC`, run through the same exec path as
 //! a runtime's), so there is one implementation of "release what gone pods hold": host-local
-//! frees their addresses, flannel its saved configs, bridge their masquerade rules.
+//! frees their addresses, flannel its saved configs, bridge their masquerade rules, portmap
+//! their port mappings.
 
 use std::path::PathBuf;
 

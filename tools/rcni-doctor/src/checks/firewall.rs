@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use firewall::{OwnerKey, RuleOwner, Runner};
+use firewall::{OwnerKey, RuleKind, RuleOwner, Runner};
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
@@ -395,33 +395,50 @@ pub fn forward_drop(ctx: &Context) -> CheckResult {
     })
 }
 
-/// A rule owner for people: where, and whose.
+/// A rule owner for people: where, what, and whose.
 fn describe(o: &RuleOwner) -> String {
+    let what = match o.kind {
+        RuleKind::PortMapping => "port mapping",
+        _ => "masquerade",
+    };
     match &o.key {
         OwnerKey::Instance { comment, .. } => match comment.split_once(", ") {
-            Some((_, who)) => format!("{} ({who})", o.location),
-            None => o.location.clone(),
+            Some((_, who)) => format!("{} ({what}, {who})", o.location),
+            None => format!("{} ({what})", o.location),
         },
-        OwnerKey::Container { container_id, .. } => {
-            format!("{} (id: {})", o.location, super::short_id(container_id))
+        OwnerKey::Container {
+            container_id,
+            ifname,
+            ..
+        } => {
+            let ifname = ifname
+                .as_deref()
+                .map_or_else(String::new, |i| format!(", if: {i}"));
+            format!(
+                "{} ({what}{ifname}, id: {})",
+                o.location,
+                super::short_id(container_id)
+            )
         }
     }
 }
 
 pub fn leftover_rules(ctx: &Context) -> CheckResult {
-    check("masquerade rules", || {
+    check("pod rules", || {
         let network = ctx.network_name()?;
         let owners = firewall::rule_owners(&ctx.runner).map_err(|e| {
             Outcome::Unchecked(if e.is_tool_not_found() {
-                "neither nft nor iptables is on PATH, so masquerade rules cannot be listed".into()
+                "neither nft nor iptables is on PATH, so masquerade and port-mapping rules cannot \
+                 be listed"
+                    .into()
             } else {
-                format!("cannot list masquerade rules: {e}")
+                format!("cannot list masquerade and port-mapping rules: {e}")
             })
         })?;
         let ours: Vec<&RuleOwner> = owners.iter().filter(|o| o.network_is(network)).collect();
         if ours.is_empty() {
             return Ok(Outcome::Pass(format!(
-                "no masquerade rules for {network:?}"
+                "no masquerade or port-mapping rules for {network:?}"
             )));
         }
         let live = live_attachments(ctx, network)?;
@@ -441,12 +458,13 @@ pub fn leftover_rules(ctx: &Context) -> CheckResult {
         if stale.is_empty() {
             return Ok(Outcome::Pass(format!(
                 "{} for {network:?}, all of live pods",
-                count(ours.len(), "masquerade rule set")
+                count(ours.len(), "masquerade or port-mapping rule set")
             )));
         }
         let message = format!(
-            "masquerade rules of {} of {network:?} that are gone: {}. They cost a lookup \
-             per new connection and would masquerade a new pod that gets the same address",
+            "rules of {} of {network:?} that are gone: {}. They cost a lookup per new \
+             connection, and a new pod that gets the same address inherits them (masquerade, \
+             a hostPort that was not its own)",
             count(stale.len(), "pod"),
             list(&stale, 4)
         );
@@ -460,7 +478,7 @@ pub fn leftover_rules(ctx: &Context) -> CheckResult {
             Finding::new(Id::LeftoverRules, message).with_repair(
                 format!(
                     "remove them: a CNI GC of network {network:?} with its {} as the valid \
-                     ones (bridge's GC removes the rules of the others)",
+                     ones (bridge's and portmap's GC remove the others' rules)",
                     count(live.len(), "live attachment")
                 ),
                 Repair::Gc,
