@@ -26,10 +26,11 @@ mod error;
 pub mod hash;
 mod iptables;
 mod nft;
+pub mod nftables;
 mod runner;
 pub mod spoofcheck;
 
-pub use error::Error;
+pub use error::{Error, Refused};
 pub use ipnetwork::IpNetwork;
 pub use iptables::Iptables;
 pub use nft::{

@@ -8,43 +8,10 @@ use firewall::hash::{comment, instance_hash, iptables_chain, reference_chain};
 use firewall::{
     Attachment, IpNetwork, Iptables, Masquerade, Nftables, SystemRunner, nft_chain_name,
 };
-use nix::sched::{CloneFlags, unshare};
 use std::process::Command;
 
-/// Run `f` on a thread inside a new, private network namespace.
-fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            let before = std::fs::read_link("/proc/thread-self/ns/net").expect("read netns link");
-            unshare(CloneFlags::CLONE_NEWNET)
-                .expect("unshare(CLONE_NEWNET) failed: these tests must run as root");
-            let after = std::fs::read_link("/proc/thread-self/ns/net").expect("read netns link");
-            assert_ne!(
-                before, after,
-                "not in a new netns; refusing to touch the host"
-            );
-            f()
-        });
-        match h.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    })
-}
-
-/// Run a tool (in the calling thread's netns) and return its stdout; panics on failure.
-fn sh(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {tool}: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{in_private_netns, sh};
 
 fn att(net: &str, cid: &str, ifname: &str) -> Attachment {
     Attachment {
