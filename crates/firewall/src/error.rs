@@ -212,14 +212,28 @@ impl Error {
         }
     }
 
-    /// Drop `ToolNotFound` errors (nested ones too); `None` when nothing else is left.
-    pub(crate) fn without_missing_tools(self) -> Option<Error> {
+    /// True when nf_tables cannot be reached at all (a kernel without nfnetlink or
+    /// nf_tables): nothing of ours can exist there.
+    pub fn is_nftables_unavailable(&self) -> bool {
+        match self {
+            Error::Netlink { source, .. } => matches!(
+                source.errno(),
+                Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP)
+            ),
+            _ => false,
+        }
+    }
+
+    /// Drop the errors that only say a backend cannot exist here (`ToolNotFound`, no
+    /// nf_tables), nested ones too; `None` when nothing else is left.
+    pub(crate) fn without_absent_backends(self) -> Option<Error> {
         match self {
             Error::ToolNotFound { .. } => None,
+            e if e.is_nftables_unavailable() => None,
             Error::Multiple(v) => {
                 let rest: Vec<Error> = v
                     .into_iter()
-                    .filter_map(Error::without_missing_tools)
+                    .filter_map(Error::without_absent_backends)
                     .collect();
                 Error::collect(rest).err()
             }

@@ -4,14 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use firewall::hash::{comment, instance_hash, iptables_chain, reference_chain};
+use firewall::hash::{comment, instance_hash, iptables_chain, iptables_comment, reference_chain};
 use firewall::{
-    Attachment, IpNetwork, Iptables, Masquerade, Nftables, SystemRunner, nft_chain_name,
+    Attachment, IpNetwork, Iptables, Masquerade, Nftables, Output, Runner, Session, SystemRunner,
+    nft_chain_name,
 };
-use std::process::Command;
+use std::cell::RefCell;
 
 mod common;
-use common::{in_private_netns, sh};
+use common::{in_private_netns, nft_script, sh};
 
 fn att(net: &str, cid: &str, ifname: &str) -> Attachment {
     Attachment {
@@ -43,7 +44,44 @@ fn nat_rules(tool: &str) -> String {
 }
 
 fn nft() -> Nftables {
-    Nftables::new(SystemRunner::new())
+    Nftables::new()
+}
+
+/// The map element of `ip` in our table of its family (`ip : jump <chain>`), if any.
+fn element(ip: &str) -> Option<String> {
+    let fam = if ip.contains(':') { "ip6" } else { "ip" };
+    let out = std::process::Command::new("nft")
+        .args(["list", "map", fam, "rcni_masquerade", "attachments"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split(['{', '}', ','])
+        .map(str::trim)
+        .find(|e| e.starts_with(&format!("{ip} :")))
+        .map(str::to_string)
+}
+
+/// A runner that records the tools it ran.
+struct Recording(RefCell<Vec<String>>);
+
+impl Runner for Recording {
+    fn has(&self, tool: &str) -> bool {
+        SystemRunner::new().has(tool)
+    }
+    fn run(
+        &self,
+        tool: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<Output, firewall::Error> {
+        self.0
+            .borrow_mut()
+            .push(format!("{tool} {}", args.join(" ")));
+        SystemRunner::new().run(tool, args, stdin)
+    }
+    fn proc_net(&self, name: &str) -> Option<String> {
+        SystemRunner::new().proc_net(name)
+    }
 }
 
 fn ipt() -> Iptables {
@@ -77,32 +115,44 @@ fn nft_setup_is_idempotent_and_teardown_is_exact() {
             ),
             "{rs}"
         );
-        // One nat base chain per attachment, named after it, not duplicated by re-setup.
+        // One nat base chain per family whatever the attachment count, one regular chain
+        // per attachment and family, reached from the map.
         assert_eq!(
             rs.matches("type nat hook postrouting priority srcnat; policy accept;")
                 .count(),
             2,
             "{rs}"
         );
+        assert_eq!(rs.matches("ip saddr vmap @attachments").count(), 1, "{rs}");
+        assert_eq!(rs.matches("ip6 saddr vmap @attachments").count(), 1, "{rs}");
+        let ca = nft_chain_name(&a);
+        assert_eq!(rs.matches(&format!("chain {ca} {{")).count(), 2, "{rs}");
         assert_eq!(
-            rs.matches(&format!("chain {} {{", nft_chain_name(&a)))
-                .count(),
-            1,
-            "{rs}"
+            element("10.244.1.5"),
+            Some(format!("10.244.1.5 : jump {ca}"))
         );
+        assert_eq!(element("fd00:1::5"), Some(format!("fd00:1::5 : jump {ca}")));
 
-        // Re-setup with a different IP replaces the old rule.
+        // Re-setup with another IP replaces the rule and releases the old address.
         nft().setup(&a, &ips(&["10.244.1.9/24"])).unwrap();
         let rs = nft_ruleset();
         assert_eq!(count(&rs, &a), 1, "{rs}");
         assert!(rs.contains("ip saddr 10.244.1.9 "), "{rs}");
+        assert_eq!(element("10.244.1.5"), None);
+        assert_eq!(element("fd00:1::5"), None);
+        assert_eq!(
+            element("10.244.1.9"),
+            Some(format!("10.244.1.9 : jump {ca}"))
+        );
 
         nft().teardown(&a).unwrap();
         let rs = nft_ruleset();
         assert_eq!(count(&rs, &a), 0, "{rs}");
-        assert!(!rs.contains(&nft_chain_name(&a)), "{rs}");
+        assert!(!rs.contains(&ca), "{rs}");
+        assert_eq!(element("10.244.1.9"), None);
         assert_eq!(count(&rs, &b), 1, "{rs}");
         nft().teardown(&a).unwrap(); // idempotent
+        assert_eq!(nft_ruleset(), rs);
     });
 }
 
@@ -115,11 +165,10 @@ fn teardown_all_on_a_clean_node_creates_nothing() {
         nft()
             .setup(&att("n", "other", "eth0"), &ips(&["10.9.0.2/24"]))
             .unwrap();
+        let before = nft_ruleset();
         firewall::teardown_all(&att("n", "c", "eth0")).unwrap();
-        assert_eq!(
-            sh("nft", &["list", "tables"]),
-            "table inet rcni_masquerade\n"
-        );
+        assert_eq!(sh("nft", &["list", "tables"]), "table ip rcni_masquerade\n");
+        assert_eq!(nft_ruleset(), before);
     });
 }
 
@@ -128,7 +177,7 @@ fn nft_teardown_without_table_is_ok() {
     in_private_netns(|| {
         nft().teardown(&att("n", "c", "eth0")).unwrap();
         nft().gc("n", &[]).unwrap();
-        assert!(!nft_ruleset().contains("rcni_masquerade"));
+        assert_eq!(nft_ruleset(), "");
     });
 }
 
@@ -138,11 +187,17 @@ fn nft_reused_ip_is_not_removed_by_old_owner() {
         let old = att("mynet", "old", "eth0");
         let new = att("mynet", "new", "eth0");
         nft().setup(&old, &ips(&["10.244.1.5/24"])).unwrap();
+        // IPAM gave the address away without the old owner's DEL: the new owner takes it.
         nft().setup(&new, &ips(&["10.244.1.5/24"])).unwrap();
+        let to_new = format!("10.244.1.5 : jump {}", nft_chain_name(&new));
+        assert_eq!(element("10.244.1.5"), Some(to_new.clone()));
+        // The old owner's late DEL removes its own chain, not the new owner's element.
         nft().teardown(&old).unwrap();
         let rs = nft_ruleset();
         assert_eq!(count(&rs, &old), 0, "{rs}");
+        assert!(!rs.contains(&nft_chain_name(&old)), "{rs}");
         assert_eq!(count(&rs, &new), 1, "{rs}");
+        assert_eq!(element("10.244.1.5"), Some(to_new));
     });
 }
 
@@ -159,12 +214,182 @@ fn nft_gc_keeps_valid_and_other_networks() {
             .unwrap();
         nft().setup(&gone_if, &ips(&["10.1.0.4/24"])).unwrap();
         nft().setup(&other, &ips(&["10.2.0.3/24"])).unwrap();
+        let listed = nft().attachments("mynet").unwrap();
+        let mut keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+        keys.sort();
+        let mut want = vec![
+            instance_hash(&keep),
+            instance_hash(&gone),
+            instance_hash(&gone_if),
+        ];
+        want.sort();
+        assert_eq!(keys, want);
         nft().gc("mynet", std::slice::from_ref(&keep)).unwrap();
         let rs = nft_ruleset();
         assert_eq!(count(&rs, &keep), 1, "{rs}");
         assert_eq!(count(&rs, &gone), 0, "{rs}");
         assert_eq!(count(&rs, &gone_if), 0, "{rs}");
         assert_eq!(count(&rs, &other), 1, "{rs}");
+        for ip in ["10.1.0.3", "fd00::3", "10.1.0.4"] {
+            assert_eq!(element(ip), None, "{ip}");
+        }
+        assert!(element("10.1.0.2").is_some());
+        assert!(element("10.2.0.3").is_some());
+        let listed = nft().attachments("mynet").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, instance_hash(&keep));
+        assert_eq!(
+            listed[0].ips,
+            ["10.1.0.2".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(listed[0].comment.as_deref(), Some(comment(&keep).as_str()));
+    });
+}
+
+/// What rcni's previous nftables layout made for `a` with `ip`/`subnet`: one nat base
+/// chain per attachment in `inet rcni_masquerade`.
+fn old_layout(a: &Attachment, ip: &str, subnet: &str) {
+    let chain = format!("a-{}", instance_hash(a));
+    nft_script(&format!(
+        "add table inet rcni_masquerade\n\
+         add chain inet rcni_masquerade {chain} {{ type nat hook postrouting priority srcnat ; policy accept ; }}\n\
+         add rule inet rcni_masquerade {chain} ip saddr {ip} ip daddr != {subnet} ip daddr != 224.0.0.0/4 masquerade comment \"{}\"\n",
+        comment(a)
+    ));
+}
+
+#[test]
+fn a_node_with_the_old_per_pod_base_chains_is_cleaned_by_del_and_gc() {
+    in_private_netns(|| {
+        let (a, b, c) = (
+            att("mynet", "a", "eth0"),
+            att("mynet", "b", "eth0"),
+            att("mynet", "c", "eth0"),
+        );
+        old_layout(&a, "10.1.0.2", "10.1.0.0/24");
+        old_layout(&b, "10.1.0.3", "10.1.0.0/24");
+        old_layout(&c, "10.1.0.4", "10.1.0.0/24");
+        // A pod set up after the upgrade lives in the new layout.
+        let d = att("mynet", "d", "eth0");
+        nft().setup(&d, &ips(&["10.1.0.5/24"])).unwrap();
+
+        firewall::teardown_all(&a).unwrap();
+        let rs = nft_ruleset();
+        assert_eq!(count(&rs, &a), 0, "{rs}");
+        assert!(!rs.contains(&format!("a-{}", instance_hash(&a))), "{rs}");
+        assert_eq!(count(&rs, &b), 1, "{rs}");
+        assert_eq!(count(&rs, &d), 1, "{rs}");
+
+        // GC keeps b, drops c; the old table is empty then, and goes.
+        firewall::gc_all("mynet", &[b.clone(), d.clone()]).unwrap();
+        let rs = nft_ruleset();
+        assert_eq!(count(&rs, &c), 0, "{rs}");
+        assert_eq!(count(&rs, &b), 1, "{rs}");
+        firewall::teardown_all(&b).unwrap();
+        let tables = sh("nft", &["list", "tables"]);
+        assert!(!tables.contains("inet rcni_masquerade"), "{tables}");
+        assert_eq!(count(&nft_ruleset(), &d), 1);
+    });
+}
+
+#[test]
+fn eleven_hundred_attachments_get_their_rules_and_lose_them() {
+    in_private_netns(|| {
+        let n = 1100;
+        let backend = nft();
+        let atts: Vec<Attachment> = (0..n)
+            .map(|i| att(&format!("net{}", i % 3), &format!("pod{i}"), "eth0"))
+            .collect();
+        for (i, a) in atts.iter().enumerate() {
+            let ip = format!("10.{}.{}.{}/16", 100 + i % 3, i / 250, i % 250 + 2);
+            backend.setup(a, &ips(&[&ip])).unwrap();
+        }
+        let rs = nft_ruleset();
+        // Two base chains at most (ip, ip6), one chain and one element per attachment.
+        assert_eq!(
+            rs.matches("type nat hook postrouting").count(),
+            1,
+            "base chains"
+        );
+        assert_eq!(rs.matches("masquerade comment").count(), n);
+        for a in &atts {
+            assert_eq!(count(&rs, a), 1, "{a:?}");
+        }
+        let elements = sh(
+            "nft",
+            &["list", "map", "ip", "rcni_masquerade", "attachments"],
+        );
+        assert_eq!(elements.matches(": jump m-").count(), n);
+        let mut session = Session::new();
+        for a in &atts {
+            firewall::teardown_all_in(&mut session, a).unwrap();
+        }
+        let rs = nft_ruleset();
+        assert_eq!(rs.matches("masquerade comment").count(), 0, "{rs}");
+        assert_eq!(rs.matches(": jump").count(), 0, "{rs}");
+        assert_eq!(rs.matches("chain m-").count(), 0, "{rs}");
+    });
+}
+
+#[test]
+fn teardown_all_spawns_no_iptables_when_iptables_nft_has_no_chain_of_the_pod() {
+    in_private_netns(|| {
+        // kube-proxy style: iptables-nft's nat table exists with unrelated rules.
+        sh(
+            "iptables",
+            &[
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "lo",
+                "-j",
+                "RETURN",
+            ],
+        );
+        let a = att("mynet", "cid", "eth0");
+        nft().setup(&a, &ips(&["10.1.0.2/24"])).unwrap();
+        let rec = Recording(RefCell::new(Vec::new()));
+        firewall::teardown_all_with(&rec, &mut Session::new(), &a).unwrap();
+        assert_eq!(count(&nft_ruleset(), &a), 0);
+        assert_eq!(rec.0.borrow().len(), 0, "{:?}", rec.0.borrow());
+        // With the pod's iptables chain present, iptables does run and removes it.
+        ipt().setup(&a, &ips(&["10.1.0.2/24"])).unwrap();
+        firewall::teardown_all_with(&rec, &mut Session::new(), &a).unwrap();
+        assert!(!rec.0.borrow().is_empty());
+        assert_eq!(count(&nat_rules("iptables"), &a), 0);
+        assert!(nat_rules("iptables").contains("-A POSTROUTING -o lo -j RETURN"));
+    });
+}
+
+#[test]
+fn teardown_all_removes_a_go_chain_that_has_no_jump() {
+    in_private_netns(|| {
+        // The Go plugin creates its chain, then adds the jump: a crash in between.
+        let chain = reference_chain("mynet", "cid");
+        sh("iptables", &["-w", "-t", "nat", "-N", &chain]);
+        sh(
+            "iptables",
+            &[
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                &chain,
+                "-d",
+                "10.1.0.0/24",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        let other = reference_chain("mynet", "other");
+        sh("iptables", &["-w", "-t", "nat", "-N", &other]);
+        firewall::teardown_all(&att("mynet", "cid", "eth0")).unwrap();
+        let v4 = nat_rules("iptables");
+        assert!(!v4.contains(&chain), "{v4}");
+        assert!(v4.contains(&format!("-N {other}")), "{v4}");
     });
 }
 
@@ -207,7 +432,7 @@ fn iptables_setup_is_idempotent_and_teardown_is_exact() {
         assert!(
             v4.contains(&format!(
                 "-A POSTROUTING -s 10.244.1.5/32 -m comment --comment \"{}\" -j {ch}",
-                comment(&a)
+                iptables_comment(&a)
             )),
             "{v4}"
         );
@@ -372,13 +597,7 @@ fn teardown_all_cleans_both_backends_and_go_leftovers() {
             comment(&a),
             comment(&b)
         );
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), go_nft.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success());
+        nft_script(&go_nft);
 
         firewall::teardown_all(&a).unwrap();
         let rs = nft_ruleset();

@@ -18,13 +18,18 @@ use crate::error::{Context, Error, Result};
 /// Runs DEL.
 ///
 /// The masquerade teardown runs on its own thread, concurrently with the link deletion
-/// and IPAM DEL. Both ends wait for the kernel, not the CPU: deleting the veth waits for
-/// RCU grace periods in `unregister_netdevice`, and an nftables transaction that deletes
-/// anything waits for one at the `nft` process's exit (the netlink socket release flushes
-/// nf_tables' deferred destroy work). Run one after the other they add up (~20 ms each on
-/// a busy node); run together the grace periods overlap. This changes no outcome: the
-/// rules are keyed by the attachment, not by anything in the netns, and the pod's
-/// processes are gone when DEL is called. Errors are reported in the reference's order.
+/// and IPAM DEL: it reads and commits over netlink in well under a millisecond, while
+/// deleting the veth waits for RCU grace periods in `unregister_netdevice`.
+///
+/// Its nfnetlink session is closed only after the rest of DEL is done. An nf_tables
+/// transaction that deletes something leaves destruction work behind that waits one RCU
+/// grace period, and closing the socket waits for that work while holding the
+/// namespace's nf_tables commit mutex. Closed right after the commit, every DEL of a burst
+/// would hold that mutex for a grace period in turn (the burst serializes); closed after
+/// the veth deletion, the grace period has usually passed and the close is immediate.
+/// This changes no outcome: the rules are keyed by the attachment, not by anything in the
+/// netns, and the pod's processes are gone when DEL is called. Errors are reported in the
+/// reference's order.
 pub fn del(args: &CmdArgs) -> Result<()> {
     let conf = BridgeConf::load(&args.stdin, &args.args)?;
     let masq = (conf.is_layer3() && conf.ip_masq)
@@ -35,14 +40,21 @@ pub fn del(args: &CmdArgs) -> Result<()> {
         // set up by another backend or by the Go plugin before an upgrade.
         let masq = masq.map(|att| {
             s.spawn(move || {
-                firewall::teardown_all(&att).context("failed to teardown IP masquerade")
+                let mut session = firewall::Session::new();
+                let r = firewall::teardown_all_in(&mut session, &att)
+                    .context("failed to teardown IP masquerade");
+                (r, session)
             })
         });
         let mut errors = del_pod_side(args, &conf);
         if let Some(handle) = masq {
             match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => errors.push(e),
+                Ok((r, session)) => {
+                    if let Err(e) = r {
+                        errors.push(e);
+                    }
+                    drop(session);
+                }
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }

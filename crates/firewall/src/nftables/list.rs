@@ -1,7 +1,10 @@
 //! Reading the ruleset: dumps of tables, chains, rules and set elements, decoded.
 //!
 //! Dump filters (table, chain) are sent to the kernel and applied again here: kernels
-//! that do not know a filter attribute ignore it and dump everything.
+//! that do not know a filter attribute ignore it and dump everything. That path is forced
+//! (no filter sent) by [`set_kernel_filters`]`(false)` or `RCNI_NFT_NO_DUMP_FILTERS=1`.
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use netlink::NfNetlink;
 
@@ -10,6 +13,26 @@ use super::object::{
     msg, rule_filter,
 };
 use crate::Error;
+
+/// 0: not decided yet, 1: send filters, 2: do not.
+static KERNEL_FILTERS: AtomicU8 = AtomicU8::new(0);
+
+/// Test switch: `false` makes dumps ask the kernel for everything, as a kernel that
+/// ignores the filter attributes would answer, so the userspace filtering is what decides.
+pub fn set_kernel_filters(enabled: bool) {
+    KERNEL_FILTERS.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+fn kernel_filters() -> bool {
+    match KERNEL_FILTERS.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var_os("RCNI_NFT_NO_DUMP_FILTERS").is_none_or(|v| v != "1");
+            set_kernel_filters(on);
+            on
+        }
+        v => v == 1,
+    }
+}
 
 fn family_matches(want: Option<Family>, got: Family) -> bool {
     want.is_none_or(|f| f == got)
@@ -49,7 +72,11 @@ pub fn chains(
     family: Option<Family>,
     table: &str,
 ) -> Result<Vec<Chain>, Error> {
-    let req = get_message(msg::GETCHAIN, family, |w| chain_filter(w, table, None));
+    let req = get_message(msg::GETCHAIN, family, |w| {
+        if kernel_filters() {
+            chain_filter(w, table, None)
+        }
+    });
     let replies = nl
         .dump(&req)
         .map_err(|e| Error::netlink(format!("list chains of table {table}"), e))?;
@@ -68,7 +95,11 @@ pub fn rules(
     table: &str,
     chain: Option<&str>,
 ) -> Result<Vec<Rule>, Error> {
-    let req = get_message(msg::GETRULE, family, |w| rule_filter(w, table, chain));
+    let req = get_message(msg::GETRULE, family, |w| {
+        if kernel_filters() {
+            rule_filter(w, table, chain)
+        }
+    });
     let replies = match nl.dump(&req) {
         Ok(r) => r,
         Err(e) if e.is_not_found() => return Ok(Vec::new()),
