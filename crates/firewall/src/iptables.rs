@@ -23,8 +23,8 @@
 //! **Teardown** deletes this attachment's chain and the Go reference's `CNI-<24 hex>`
 //! chain of the same container, with their `POSTROUTING` jumps, including a chain that has
 //! no jump (the Go plugin creates the chain before the jump; a crash in between leaves
-//! one). What exists is learnt without a process where possible (iptables-nft chains are
-//! nf_tables chains; see [`Presence`]); otherwise the nat table is listed.
+//! one). On DEL, iptables-nft state is removed over netlink without any process (see
+//! `crate::teardown_all_with`); this backend lists and restores only legacy tables.
 
 use crate::hash::{
     CHAIN_PREFIX, hash_of_comment, instance_hash, iptables_chain, iptables_comment,
@@ -61,23 +61,6 @@ const V6: Family = Family {
     multicast: "ff00::/8",
     v6: true,
 };
-
-/// What is known, before a teardown, about one family's nat table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Presence {
-    /// No nat table at all: nothing to do, no process.
-    Absent,
-    /// Exactly which of the two chains exist (iptables-nft, read over netlink); only
-    /// `POSTROUTING` is listed, and only when one exists.
-    Chains {
-        /// Our `RCNI-` chain.
-        ours: bool,
-        /// The reference's `CNI-` chain.
-        reference: bool,
-    },
-    /// Unknown (legacy iptables, or no netlink answer): the nat table is listed.
-    Unknown,
-}
 
 /// One `-A CHAIN ...` line of `iptables -S` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,45 +141,28 @@ impl<R: Runner> Iptables<R> {
         Error::collect(errors)
     }
 
-    /// [`Masquerade::teardown`] knowing, per family (`v6`?), what can exist.
+    /// [`Masquerade::teardown`] for the families (`v6`?) whose nat table `may_exist`
+    /// (listing a family that has none costs a process for nothing). The nat table is
+    /// listed whole: `-N` lines tell which of the two chains exist, jump or not.
     pub(crate) fn teardown_where(
         &self,
         att: &Attachment,
-        presence: impl Fn(bool) -> Presence,
+        may_exist: impl Fn(bool) -> bool,
     ) -> Result<(), Error> {
         let ours = iptables_chain(att);
         let reference = reference_chain(&att.network, &att.container_id);
         self.each_family(|fam| {
-            let (listed, present) = match presence(fam.v6) {
-                Presence::Absent
-                | Presence::Chains {
-                    ours: false,
-                    reference: false,
-                } => return Ok(()),
-                Presence::Chains {
-                    ours: o,
-                    reference: r,
-                } => {
-                    let listed = parse_rules(&self.list(fam, Some(POSTROUTING), true)?);
-                    let present: BTreeSet<String> = [(o, &ours), (r, &reference)]
-                        .into_iter()
-                        .filter(|(p, _)| *p)
-                        .map(|(_, c)| c.clone())
-                        .collect();
-                    (listed, present)
-                }
-                Presence::Unknown => {
-                    let text = self.list(fam, None, true)?;
-                    let chains = parse_chains(&text);
-                    let present = [&ours, &reference]
-                        .into_iter()
-                        .filter(|c| chains.contains(*c))
-                        .cloned()
-                        .collect();
-                    (parse_rules(&text), present)
-                }
-            };
-            match delete_restore(&listed, &present) {
+            if !may_exist(fam.v6) {
+                return Ok(());
+            }
+            let text = self.list(fam, None, true)?;
+            let chains = parse_chains(&text);
+            let present: BTreeSet<String> = [&ours, &reference]
+                .into_iter()
+                .filter(|c| chains.contains(*c))
+                .cloned()
+                .collect();
+            match delete_restore(&parse_rules(&text), &present) {
                 Some(text) => self.restore(fam, &text),
                 None => Ok(()),
             }
@@ -245,7 +211,7 @@ impl<R: Runner> Masquerade for Iptables<R> {
     }
 
     fn teardown(&self, att: &Attachment) -> Result<(), Error> {
-        self.teardown_where(att, |_| Presence::Unknown)
+        self.teardown_where(att, |_| true)
     }
 
     fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), Error> {
@@ -671,42 +637,13 @@ mod tests {
     }
 
     #[test]
-    fn teardown_with_known_chains_lists_postrouting_only_when_one_exists() {
+    fn teardown_skips_families_without_a_nat_table() {
         let a = att("cid1", "eth0");
-        let ch = iptables_chain(&a);
         let fake = FakeRunner::new();
-        let ipt = Iptables::new(&fake);
-        ipt.teardown_where(&a, |v6| {
-            if v6 {
-                Presence::Absent
-            } else {
-                Presence::Chains {
-                    ours: false,
-                    reference: false,
-                }
-            }
-        })
-        .unwrap();
+        Iptables::new(&fake).teardown_where(&a, |_| false).unwrap();
         assert_eq!(fake.transcript(), "");
-        ipt.teardown_where(&a, |v6| {
-            if v6 {
-                Presence::Absent
-            } else {
-                Presence::Chains {
-                    ours: true,
-                    reference: false,
-                }
-            }
-        })
-        .unwrap();
-        assert_eq!(
-            fake.transcript(),
-            format!(
-                "$ iptables -w -t nat -S POSTROUTING\n\
-                 $ iptables-restore -w --noflush\n\
-                 *nat\n:{ch} - [0:0]\n-X {ch}\nCOMMIT\n"
-            )
-        );
+        Iptables::new(&fake).teardown_where(&a, |v6| v6).unwrap();
+        assert_eq!(fake.transcript(), "$ ip6tables -w -t nat -S\n");
     }
 
     #[test]

@@ -35,7 +35,6 @@ pub mod spoofcheck;
 pub use error::{Error, Refused};
 pub use ipnetwork::IpNetwork;
 pub use iptables::Iptables;
-use iptables::Presence;
 pub use nft::{
     BASE_CHAIN as NFT_BASE_CHAIN, CHAIN_PREFIX as NFT_CHAIN_PREFIX, Listed, MAP as NFT_MAP,
     Nftables, OLD_CHAIN_PREFIX as NFT_OLD_CHAIN_PREFIX, REFERENCE_TABLE as NFT_REFERENCE_TABLE,
@@ -141,31 +140,43 @@ pub fn gc_all(network: &str, valid: &[Attachment]) -> Result<(), Error> {
 
 /// [`teardown_all`] with an explicit runner for the iptables tools.
 ///
-/// DEL runs this for every pod, so it spawns only what can find something. One netlink
-/// dump of the tables tells which of ours (and of our previous layout), the Go plugin's
-/// nft table and iptables-nft's nat tables (`ip nat`, `ip6 nat`) exist; for iptables-nft,
-/// two netlink GETs tell whether this attachment's `RCNI-` chain or the reference's `CNI-`
-/// chain exists (iptables-nft chains are nf_tables chains), and iptables runs only if one
-/// does. Legacy nat tables (`/proc/thread-self/net/ip{,6}_tables_names`) are listed.
+/// DEL runs this for every pod, so it spawns nothing that cannot find something, and in
+/// the common cases nothing at all. One netlink dump of the tables tells which of ours
+/// (and of our previous layout), the Go plugin's nft table and iptables-nft's nat tables
+/// (`ip nat`, `ip6 nat`) exist. iptables-nft chains are nf_tables chains: this
+/// attachment's `RCNI-` chain and the reference's `CNI-` chain are found by name and
+/// deleted, with their `POSTROUTING` jumps, in the same netlink transaction as the rest.
+/// Only a legacy nat table (`/proc/thread-self/net/ip{,6}_tables_names`), or a namespace
+/// where that cannot be told, is listed with `iptables` and cleaned with `iptables-restore`.
 pub fn teardown_all_with<R: Runner>(
     runner: &R,
     session: &mut Session,
     att: &Attachment,
 ) -> Result<(), Error> {
     let mut errors = Vec::new();
-    let mut presence = [Presence::Unknown; 2];
+    // Per family (v4, v6): may a legacy nat table hold something of this attachment?
+    let mut legacy = [true; 2];
     match session.nl().and_then(|nl| Ok((nft::Tables::read(nl)?, nl))) {
         Ok((tables, nl)) => {
-            if let Err(e) = nft::teardown_in(nl, att, &tables) {
-                errors.push(e);
+            let mut native = Vec::new();
+            for (slot, v6) in legacy.iter_mut().zip([false, true]) {
+                let (in_nft, fam) = if v6 {
+                    (tables.ip6_nat, nftables::Family::Ip6)
+                } else {
+                    (tables.ip_nat, nftables::Family::Ip)
+                };
+                if in_nft {
+                    native.push(fam);
+                }
+                *slot = legacy_nat(runner, v6) != Some(false);
             }
-            for (slot, v6) in presence.iter_mut().zip([false, true]) {
-                *slot = iptables_presence(runner, nl, att, &tables, v6);
+            if let Err(e) = nft::teardown_in(nl, att, &tables, &native) {
+                errors.push(e);
             }
         }
         Err(e) => errors.push(e),
     }
-    if let Err(e) = Iptables::new(runner).teardown_where(att, |v6| presence[usize::from(v6)]) {
+    if let Err(e) = Iptables::new(runner).teardown_where(att, |v6| legacy[usize::from(v6)]) {
         errors.push(e);
     }
     Error::collect(
@@ -176,45 +187,16 @@ pub fn teardown_all_with<R: Runner>(
     )
 }
 
-/// What can exist of `att` in one family's iptables nat table.
-fn iptables_presence<R: Runner>(
-    runner: &R,
-    nl: &mut netlink::NfNetlink,
-    att: &Attachment,
-    tables: &nft::Tables,
-    v6: bool,
-) -> Presence {
+/// Whether a legacy (x_tables) nat table exists for the family; `None` when unknown.
+fn legacy_nat<R: Runner>(runner: &R, v6: bool) -> Option<bool> {
     let name = if v6 {
         "ip6_tables_names"
     } else {
         "ip_tables_names"
     };
-    let legacy = runner
+    runner
         .proc_net(name)
-        .map(|names| names.lines().any(|l| l.trim() == "nat"));
-    let in_nft = if v6 { tables.ip6_nat } else { tables.ip_nat };
-    match (in_nft, legacy) {
-        (false, Some(false)) => Presence::Absent,
-        (true, Some(false)) => {
-            let fam = if v6 {
-                nftables::Family::Ip6
-            } else {
-                nftables::Family::Ip
-            };
-            let mut exists = |chain: &str| nftables::list::chain(nl, fam, "nat", chain);
-            match (
-                exists(&hash::iptables_chain(att)),
-                exists(&hash::reference_chain(&att.network, &att.container_id)),
-            ) {
-                (Ok(o), Ok(r)) => Presence::Chains {
-                    ours: o.is_some(),
-                    reference: r.is_some(),
-                },
-                _ => Presence::Unknown,
-            }
-        }
-        _ => Presence::Unknown,
-    }
+        .map(|names| names.lines().any(|l| l.trim() == "nat"))
 }
 
 /// [`gc_all`] with an explicit runner.

@@ -598,11 +598,25 @@ impl Nftables {
 /// Teardown of `att` in our tables, the previous layout and the Go table, knowing which
 /// tables exist: reads only where something can be, one transaction, nothing at all when
 /// nothing exists.
+///
+/// `iptables_nft` lists the families whose iptables-nft nat table (`ip nat`, `ip6 nat`) is
+/// cleaned here too: this attachment's `RCNI-` chain and the reference's `CNI-` chain,
+/// with the `POSTROUTING` rules jumping to them, deleted by handle in the same
+/// transaction. iptables-nft keeps no state of its own, so this is what
+/// `iptables-restore` would do, without a process (and without its socket's close, which
+/// in a DEL burst waits for a grace period under the commit mutex like ours).
 pub(crate) fn teardown_in(
     nl: &mut NfNetlink,
     att: &Attachment,
     tables: &Tables,
+    iptables_nft: &[Family],
 ) -> Result<(), Error> {
+    let mut ipt = Vec::new();
+    for fam in iptables_nft.iter().copied() {
+        if let Some(found) = read_iptables_nft(nl, fam, att)? {
+            ipt.push(found);
+        }
+    }
     let name = chain_name(att);
     let hash = instance_hash(att);
     let mut st = AttState::default();
@@ -660,8 +674,73 @@ pub(crate) fn teardown_in(
             plan_old_cleanup(&mut p, old, &doomed);
         }
         plan_reference_cleanup(&mut p, &reference, &doomed);
+        for found in &ipt {
+            plan_iptables_nft(&mut p, found);
+        }
         p
     })
+}
+
+/// What iptables-nft holds for one attachment in one family's `nat` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IptablesNft {
+    family: Family,
+    /// This attachment's chains that exist (`RCNI-...`, the reference's `CNI-...`).
+    chains: Vec<String>,
+    /// Handles of the `POSTROUTING` rules that jump to them.
+    jumps: Vec<u64>,
+}
+
+/// Reads the attachment's iptables-nft chains (two GETs) and, only when one exists, the
+/// `POSTROUTING` rules jumping to them.
+fn read_iptables_nft(
+    nl: &mut NfNetlink,
+    fam: Family,
+    att: &Attachment,
+) -> Result<Option<IptablesNft>, Error> {
+    let mut chains = Vec::new();
+    for c in [
+        crate::hash::iptables_chain(att),
+        crate::hash::reference_chain(&att.network, &att.container_id),
+    ] {
+        if list::chain(nl, fam, "nat", &c)?.is_some() {
+            chains.push(c);
+        }
+    }
+    if chains.is_empty() {
+        return Ok(None);
+    }
+    let jumps = list::rules(nl, Some(fam), "nat", Some("POSTROUTING"))?
+        .into_iter()
+        .filter(|r| {
+            r.exprs.iter().any(|e| match e {
+                Expr::Immediate(i) => matches!(
+                    &i.data,
+                    Data::Verdict(Verdict::Jump(t) | Verdict::Goto(t)) if chains.contains(t)
+                ),
+                _ => false,
+            })
+        })
+        .filter_map(|r| r.handle)
+        .collect();
+    Ok(Some(IptablesNft {
+        family: fam,
+        chains,
+        jumps,
+    }))
+}
+
+/// Deletes the jumps, then the chains (whatever rules they hold).
+fn plan_iptables_nft(p: &mut Plan, found: &IptablesNft) {
+    let t = Table::new(found.family, "nat");
+    for h in &found.jumps {
+        p.batch.delete_rule(&Chain::regular(&t, "POSTROUTING"), *h);
+    }
+    for c in &found.chains {
+        let c = Chain::regular(&t, c);
+        p.batch.flush_chain(&c).delete_chain(&c);
+    }
+    p.note(Role::Other);
 }
 
 /// One attachment found in the rules (see [`Masquerade::attachments`]).
@@ -876,7 +955,7 @@ impl Masquerade for Nftables {
     fn teardown(&self, att: &Attachment) -> Result<(), Error> {
         self.with_nl(|nl| {
             let tables = Tables::read(nl)?;
-            teardown_in(nl, att, &tables)
+            teardown_in(nl, att, &tables, &[])
         })
     }
 

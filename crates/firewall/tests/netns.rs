@@ -61,12 +61,28 @@ fn element(ip: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A runner that records the tools it ran.
-struct Recording(RefCell<Vec<String>>);
+/// A runner that records the tools it ran; with `.1`, the iptables tools are the legacy
+/// (x_tables) ones.
+struct Recording(RefCell<Vec<String>>, bool);
+
+impl Recording {
+    fn new(legacy: bool) -> Self {
+        Self(RefCell::new(Vec::new()), legacy)
+    }
+
+    fn tool(&self, tool: &str) -> String {
+        match (self.1, tool) {
+            (true, "iptables" | "ip6tables") => format!("{tool}-legacy"),
+            (true, "iptables-restore") => "iptables-legacy-restore".into(),
+            (true, "ip6tables-restore") => "ip6tables-legacy-restore".into(),
+            _ => tool.into(),
+        }
+    }
+}
 
 impl Runner for Recording {
     fn has(&self, tool: &str) -> bool {
-        SystemRunner::new().has(tool)
+        SystemRunner::new().has(&self.tool(tool))
     }
     fn run(
         &self,
@@ -74,10 +90,11 @@ impl Runner for Recording {
         args: &[&str],
         stdin: Option<&str>,
     ) -> Result<Output, firewall::Error> {
+        let tool = self.tool(tool);
         self.0
             .borrow_mut()
             .push(format!("{tool} {}", args.join(" ")));
-        SystemRunner::new().run(tool, args, stdin)
+        SystemRunner::new().run(&tool, args, stdin)
     }
     fn proc_net(&self, name: &str) -> Option<String> {
         SystemRunner::new().proc_net(name)
@@ -332,7 +349,7 @@ fn eleven_hundred_attachments_get_their_rules_and_lose_them() {
 }
 
 #[test]
-fn teardown_all_spawns_no_iptables_when_iptables_nft_has_no_chain_of_the_pod() {
+fn teardown_all_removes_iptables_nft_state_without_any_process() {
     in_private_netns(|| {
         // kube-proxy style: iptables-nft's nat table exists with unrelated rules.
         sh(
@@ -351,16 +368,55 @@ fn teardown_all_spawns_no_iptables_when_iptables_nft_has_no_chain_of_the_pod() {
         );
         let a = att("mynet", "cid", "eth0");
         nft().setup(&a, &ips(&["10.1.0.2/24"])).unwrap();
-        let rec = Recording(RefCell::new(Vec::new()));
+        let rec = Recording::new(false);
         firewall::teardown_all_with(&rec, &mut Session::new(), &a).unwrap();
         assert_eq!(count(&nft_ruleset(), &a), 0);
-        assert_eq!(rec.0.borrow().len(), 0, "{:?}", rec.0.borrow());
-        // With the pod's iptables chain present, iptables does run and removes it.
-        ipt().setup(&a, &ips(&["10.1.0.2/24"])).unwrap();
+        // The pod's iptables chains (ours and the reference's), dual-stack, and another
+        // pod's: only the pod's go, still without a process.
+        let b = att("mynet", "other", "eth0");
+        ipt()
+            .setup(&a, &ips(&["10.1.0.2/24", "fd00::2/64"]))
+            .unwrap();
+        ipt().setup(&b, &ips(&["10.1.0.3/24"])).unwrap();
+        let ref_a = go_reference_chain("mynet", "cid", "10.1.0.2", "10.1.0.0/24");
         firewall::teardown_all_with(&rec, &mut Session::new(), &a).unwrap();
-        assert!(!rec.0.borrow().is_empty());
-        assert_eq!(count(&nat_rules("iptables"), &a), 0);
-        assert!(nat_rules("iptables").contains("-A POSTROUTING -o lo -j RETURN"));
+        assert_eq!(rec.0.borrow().len(), 0, "{:?}", rec.0.borrow());
+        let (v4, v6) = (nat_rules("iptables"), nat_rules("ip6tables"));
+        assert_eq!(count(&v4, &a), 0, "{v4}");
+        assert_eq!(count(&v6, &a), 0, "{v6}");
+        assert!(
+            !v4.contains(&iptables_chain(&a)) && !v4.contains(&ref_a),
+            "{v4}"
+        );
+        assert_eq!(count(&v4, &b), 3, "{v4}");
+        assert!(v4.contains("-A POSTROUTING -o lo -j RETURN"), "{v4}");
+    });
+}
+
+#[test]
+fn teardown_all_cleans_legacy_iptables_with_the_tools() {
+    in_private_netns(|| {
+        let rec = Recording::new(true);
+        let a = att("mynet", "cid", "eth0");
+        Iptables::new(&rec)
+            .setup(&a, &ips(&["10.1.0.2/24"]))
+            .unwrap();
+        // And a reference chain without its jump (Go crashed in between).
+        let chain = reference_chain("mynet", "cid");
+        sh("iptables-legacy", &["-w", "-t", "nat", "-N", &chain]);
+        rec.0.borrow_mut().clear();
+        firewall::teardown_all_with(&rec, &mut Session::new(), &a).unwrap();
+        let calls = rec.0.borrow().clone();
+        assert!(
+            calls[0].starts_with("iptables-legacy -w -t nat -S"),
+            "{calls:?}"
+        );
+        let v4 = sh("iptables-legacy", &["-w", "-t", "nat", "-S"]);
+        assert_eq!(count(&v4, &a), 0, "{v4}");
+        assert!(
+            !v4.contains(&chain) && !v4.contains(&iptables_chain(&a)),
+            "{v4}"
+        );
     });
 }
 
