@@ -195,6 +195,11 @@ impl Session {
         Self::default()
     }
 
+    /// True once the socket was opened.
+    pub fn is_open(&self) -> bool {
+        self.nl.is_some()
+    }
+
     pub(crate) fn nl(&mut self) -> Result<&mut NfNetlink, Error> {
         if self.nl.is_none() {
             self.nl =

@@ -13,11 +13,11 @@
 
 use netlink::NfNetlink;
 
-use crate::Error;
 use crate::nftables::matches;
 use crate::nftables::{
     BaseChain, Batch, Chain, ChainType, Family, Rule, Table, Verdict, hook, list,
 };
+use crate::{Error, Session};
 
 const TABLE: &str = "nat";
 const BASE_CHAIN: &str = "PREROUTING";
@@ -58,10 +58,10 @@ fn comment(id: &str) -> String {
     format!("{COMMENT_PREFIX}{id}")
 }
 
-/// The MAC spoof check.
+/// The MAC spoof check, with its own [`Session`].
 #[derive(Debug, Default)]
 pub struct SpoofCheck {
-    nl: Option<NfNetlink>,
+    session: Session,
 }
 
 impl SpoofCheck {
@@ -70,94 +70,90 @@ impl SpoofCheck {
         Self::default()
     }
 
-    fn nl(&mut self) -> Result<&mut NfNetlink, Error> {
-        if self.nl.is_none() {
-            self.nl =
-                Some(NfNetlink::new().map_err(|e| Error::netlink("open nfnetlink socket", e))?);
-        }
-        match self.nl.as_mut() {
-            Some(nl) => Ok(nl),
-            None => Err(Error::netlink(
-                "open nfnetlink socket",
-                netlink::Error::Protocol("no socket".into()),
-            )),
-        }
-    }
-
-    /// Installs the spoof check of attachment `id` (see [`unique_id`]) for the host port
-    /// `host_if` of a container with `mac`. A repeated setup replaces the rules.
+    /// See [`setup_in`].
     pub fn setup(&mut self, host_if: &str, mac: &str, id: &str) -> Result<(), Error> {
-        // The id is part of chain names that `nft` must be able to print and parse back
-        // unquoted: only identifier characters are safe there.
-        if !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(Error::InvalidSpoofCheckId(id.to_string()));
-        }
-        let mac = netlink::parse_mac(mac).map_err(|e| Error::netlink("macspoofchk", e))?;
-        let nl = self.nl()?;
-        let (ic, mc) = (iface_chain(id), mac_chain(id));
-        let existing = list::chain(nl, Family::Bridge, TABLE, &ic.name)?.is_some();
-        let old_jumps = if existing {
-            jumps_of(nl, id)?
-        } else {
-            Vec::new()
-        };
-        let c = Some(comment(id));
-        let mut jump = matches::iifname(host_if);
-        jump.push(matches::verdict(Verdict::Jump(ic.name.clone())));
-        let mut ret = matches::ether_saddr(mac);
-        ret.push(matches::verdict(Verdict::Return));
-        let mut b = Batch::new();
-        b.add_table(&table())
-            .add_chain(&base_chain())
-            .add_chain(&ic)
-            .add_chain(&mc);
-        if existing {
-            for h in old_jumps {
-                b.delete_rule(&base_chain(), h);
-            }
-            b.flush_chain(&ic).flush_chain(&mc);
-        }
-        b.add_rule(&Rule::new(&base_chain(), jump, c.clone()))
-            .add_rule(&Rule::new(
-                &ic,
-                vec![matches::verdict(Verdict::Jump(mc.name.clone()))],
-                c.clone(),
-            ))
-            .add_rule(&Rule::new(&mc, ret, c.clone()))
-            .add_rule(&Rule::new(&mc, vec![matches::verdict(Verdict::Drop)], c));
-        b.commit(nl)
+        setup_in(&mut self.session, host_if, mac, id)
     }
 
-    /// Removes the spoof check of attachment `id`; nothing to remove is success.
+    /// See [`teardown_in`].
     pub fn teardown(&mut self, id: &str) -> Result<(), Error> {
-        let nl = self.nl()?;
-        let (ic, mc) = (iface_chain(id), mac_chain(id));
-        let has_ic = list::chain(nl, Family::Bridge, TABLE, &ic.name)?.is_some();
-        let has_mc = list::chain(nl, Family::Bridge, TABLE, &mc.name)?.is_some();
-        if !has_ic && !has_mc {
-            // A jump to a chain that does not exist cannot exist either.
-            return Ok(());
-        }
-        let mut b = Batch::new();
-        for h in jumps_of(nl, id)? {
+        teardown_in(&mut self.session, id)
+    }
+}
+
+/// Installs the spoof check of attachment `id` (see [`unique_id`]) for the host port
+/// `host_if` of a container with `mac`. A repeated setup replaces the rules.
+pub fn setup_in(session: &mut Session, host_if: &str, mac: &str, id: &str) -> Result<(), Error> {
+    // The id is part of chain names that `nft` must be able to print and parse back
+    // unquoted: only identifier characters are safe there.
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(Error::InvalidSpoofCheckId(id.to_string()));
+    }
+    let mac = netlink::parse_mac(mac).map_err(|e| Error::netlink("macspoofchk", e))?;
+    let nl = session.nl()?;
+    let (ic, mc) = (iface_chain(id), mac_chain(id));
+    let existing = list::chain(nl, Family::Bridge, TABLE, &ic.name)?.is_some();
+    let old_jumps = if existing {
+        jumps_of(nl, id)?
+    } else {
+        Vec::new()
+    };
+    let c = Some(comment(id));
+    let mut jump = matches::iifname(host_if);
+    jump.push(matches::verdict(Verdict::Jump(ic.name.clone())));
+    let mut ret = matches::ether_saddr(mac);
+    ret.push(matches::verdict(Verdict::Return));
+    let mut b = Batch::new();
+    b.add_table(&table())
+        .add_chain(&base_chain())
+        .add_chain(&ic)
+        .add_chain(&mc);
+    if existing {
+        for h in old_jumps {
             b.delete_rule(&base_chain(), h);
         }
-        // Flush both before deleting: the iface chain's jump references the mac chain.
-        for (present, c) in [(has_ic, &ic), (has_mc, &mc)] {
-            if present {
-                b.flush_chain(c);
-            }
-        }
-        for (present, c) in [(has_ic, &ic), (has_mc, &mc)] {
-            if present {
-                b.delete_chain(c);
-            }
-        }
-        b.commit(nl)
+        b.flush_chain(&ic).flush_chain(&mc);
     }
+    b.add_rule(&Rule::new(&base_chain(), jump, c.clone()))
+        .add_rule(&Rule::new(
+            &ic,
+            vec![matches::verdict(Verdict::Jump(mc.name.clone()))],
+            c.clone(),
+        ))
+        .add_rule(&Rule::new(&mc, ret, c.clone()))
+        .add_rule(&Rule::new(&mc, vec![matches::verdict(Verdict::Drop)], c));
+    b.commit(nl)
+}
+
+/// Removes the spoof check of attachment `id`; nothing to remove is success.
+pub fn teardown_in(session: &mut Session, id: &str) -> Result<(), Error> {
+    let nl = session.nl()?;
+    let (ic, mc) = (iface_chain(id), mac_chain(id));
+    let has_ic = list::chain(nl, Family::Bridge, TABLE, &ic.name)?.is_some();
+    let has_mc = list::chain(nl, Family::Bridge, TABLE, &mc.name)?.is_some();
+    if !has_ic && !has_mc {
+        // A jump to a chain that does not exist cannot exist either.
+        return Ok(());
+    }
+    let mut b = Batch::new();
+    for h in jumps_of(nl, id)? {
+        b.delete_rule(&base_chain(), h);
+    }
+    // Flush both before deleting: the iface chain's jump references the mac chain.
+    for (present, c) in [(has_ic, &ic), (has_mc, &mc)] {
+        if present {
+            b.flush_chain(c);
+        }
+    }
+    for (present, c) in [(has_ic, &ic), (has_mc, &mc)] {
+        if present {
+            b.delete_chain(c);
+        }
+    }
+    b.commit(nl)
 }
 
 /// Handles of the base chain's rules carrying the attachment's comment.
@@ -188,7 +184,7 @@ mod tests {
             "macspoofchk: container ID and ifname \"c 1;-eth0\" must only contain letters, digits, '_', '-' and '.'"
         );
         // Refused before the socket was even opened.
-        assert!(s.nl.is_none());
+        assert!(!s.session.is_open());
         assert_eq!(unique_id("c1", "eth0"), "c1-eth0");
         assert_eq!(iface_chain("c1-eth0").name, "cni-br-iface-c1-eth0");
         assert_eq!(mac_chain("c1-eth0").name, "cni-br-iface-c1-eth0-mac");

@@ -457,7 +457,11 @@ fn long_identifiers_fit_comment_limits() {
         nft().setup(&a, &ips(&["10.3.0.2/24"])).unwrap();
         ipt().setup(&a, &ips(&["10.3.0.2/24"])).unwrap();
         assert_eq!(count(&nft_ruleset(), &a), 1);
-        assert_eq!(count(&nat_rules("iptables"), &a), 3);
+        let v4 = nat_rules("iptables");
+        assert_eq!(count(&v4, &a), 3);
+        // iptables keeps the whole 64-character container ID (its limit is 255 bytes),
+        // so `iptables-save | grep <id>` finds the rules.
+        assert_eq!(v4.matches(&"c".repeat(64)).count(), 3, "{v4}");
         nft().teardown(&a).unwrap();
         ipt().teardown(&a).unwrap();
         assert_eq!(count(&nft_ruleset(), &a), 0);
@@ -615,6 +619,17 @@ fn iptables_gc_keeps_valid_and_cleans_reference_chains() {
         // An unrelated chain with a CNI- prefix (portmap-like) must survive.
         sh("iptables", &["-w", "-t", "nat", "-N", "CNI-HOSTPORT-MASQ"]);
 
+        let listed = ipt().attachments("mynet").unwrap();
+        let keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+        for k in [
+            &instance_hash(&keep),
+            &instance_hash(&gone),
+            &ref_keep,
+            &ref_gone,
+        ] {
+            assert!(keys.contains(&k.as_str()), "{k} not in {keys:?}");
+        }
+        assert!(!keys.contains(&instance_hash(&other).as_str()));
         ipt().gc("mynet", std::slice::from_ref(&keep)).unwrap();
         let v4 = nat_rules("iptables");
         let v6 = nat_rules("ip6tables");
