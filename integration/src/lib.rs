@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+mod flannel_node;
+pub use flannel_node::FlannelNode;
+
 /// Panics unless we run as root: network namespaces need it.
 pub fn require_root() {
     let uid = nix::unistd::geteuid();
@@ -218,16 +221,16 @@ impl TestNetns {
             .success()
     }
 
-    /// The `nft list ruleset` text inside this namespace ("" without nft).
+    /// The `nft list ruleset` text inside this namespace. Panics when `nft` fails: an empty
+    /// text must mean "no rules", never "could not look".
     pub fn nft_ruleset(&self) -> String {
-        let out = self.exec("nft", &["list", "ruleset"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.exec_ok("nft", &["list", "ruleset"])
     }
 
-    /// The `iptables-save -t nat` text inside this namespace.
+    /// The `iptables-save -t nat` text inside this namespace. Panics when it fails, as
+    /// [`TestNetns::nft_ruleset`].
     pub fn iptables_nat(&self) -> String {
-        let out = self.exec("iptables-save", &["-t", "nat"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.exec_ok("iptables-save", &["-t", "nat"])
     }
 }
 
@@ -313,9 +316,11 @@ impl Reply {
         }
     }
 
-    /// Asserts a CNI error with `code`; returns the error object.
+    /// Asserts a CNI error with `code`: exit status 1 (a crash or a signal is not the
+    /// expected failure) and the error object on stdout. Returns the error object.
     pub fn expect_err(&self, code: u64) -> Value {
         assert!(!self.ok(), "plugin should have failed: {self:?}");
+        assert_eq!(self.code, 1, "a failure is exit status 1: {self:?}");
         let v = self.json();
         assert_eq!(
             v["code"].as_u64(),

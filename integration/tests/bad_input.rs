@@ -1,6 +1,6 @@
 //! Bad input gets a CNI error object (a known code, a message) on stdout and exit
-//! status 1: never a crash (release builds abort on panic, which would show here as
-//! SIGABRT), never garbage on stdout, never a half-made pod.
+//! status 1: never a crash (a signal would show here as exit status -1), never garbage on
+//! stdout, never a half-made pod.
 
 use rcni_integration::{Call, TestNetns, bin, temp_dir};
 use serde_json::{Value, json};
@@ -196,4 +196,94 @@ fn every_plugin_answers_bad_config_with_a_cni_error() {
     }
     // Nothing was made: the pod netns holds only lo.
     assert_eq!(pod.link_names(), vec!["lo".to_owned()]);
+}
+
+/// A container ID that cannot be a file name (longer than NAME_MAX, 255 bytes) is refused by
+/// every plugin with code 4, before anything is made; 255 bytes work end to end (flannel
+/// saves its delegate config under that very name).
+#[test]
+fn a_container_id_that_cannot_be_a_file_name_is_refused_before_anything_is_made() {
+    let dir = temp_dir();
+    let env = dir.path().join("subnet.env");
+    std::fs::write(
+        &env,
+        "FLANNEL_NETWORK=10.248.0.0/16\nFLANNEL_SUBNET=10.248.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+    )
+    .expect("write subnet.env");
+    let (ipam_dir, flannel_dir) = (dir.path().join("ipam"), dir.path().join("flannel"));
+    let host_local = json!({"type": "host-local", "dataDir": ipam_dir,
+                            "ranges": [[{"subnet": "10.248.1.0/24"}]]});
+    let confs = [
+        ("host-local", json!({"type": "bridge", "ipam": host_local})),
+        (
+            "bridge",
+            json!({"type": "bridge", "bridge": "longid0", "ipam": host_local}),
+        ),
+        ("loopback", json!({"type": "loopback"})),
+        (
+            "flannel",
+            json!({"type": "flannel", "subnetFile": env, "dataDir": flannel_dir,
+                   "ipam": {"dataDir": ipam_dir}, "delegate": {"bridge": "longid0"}}),
+        ),
+    ];
+    let node = TestNetns::new("lid");
+    let pod = TestNetns::new("lip");
+    pod.exec_ok("ip", &["link", "set", "lo", "down"]);
+    let conf = |extra: &Value| {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "longid"});
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        c
+    };
+    for (plugin, extra) in &confs {
+        for len in [256, 10_000] {
+            let id = "a".repeat(len);
+            let r = Call::new(bin(plugin), "ADD", conf(extra))
+                .container(&id)
+                .netns(&pod)
+                .ifname(if *plugin == "loopback" { "lo" } else { "eth0" })
+                .in_node(&node)
+                .run();
+            let e = r.expect_err(4);
+            assert_eq!(
+                e["msg"],
+                json!("containerID is too long"),
+                "{plugin}: {r:?}"
+            );
+            assert_eq!(
+                e["details"],
+                json!(format!(
+                    "CNI_CONTAINERID must be at most 255 bytes (it names files), got {len}"
+                )),
+                "{plugin}"
+            );
+        }
+    }
+    // Nothing was made anywhere.
+    assert_eq!(pod.link_names(), vec!["lo".to_owned()]);
+    assert_eq!(pod.link("lo").expect("lo")["operstate"], json!("DOWN"));
+    assert!(node.link("longid0").is_none(), "bridge made");
+    assert!(!ipam_dir.join("longid").exists(), "store made");
+    assert!(!flannel_dir.exists(), "flannel dataDir made");
+
+    // 255 bytes is a valid file name: the whole chain works with it.
+    let id = "b".repeat(255);
+    let flannel = conf(&confs[3].1);
+    let call = |cmd: &str| {
+        Call::new(bin("flannel"), cmd, flannel.clone())
+            .container(&id)
+            .netns(&pod)
+            .in_node(&node)
+            .run()
+    };
+    call("ADD").expect_ok();
+    assert!(
+        flannel_dir.join(&id).is_file(),
+        "saved under the container ID"
+    );
+    assert!(pod.link("eth0").is_some());
+    call("DEL").expect_ok();
+    assert!(!flannel_dir.join(&id).exists());
+    assert!(pod.link("eth0").is_none());
 }

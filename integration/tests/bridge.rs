@@ -341,6 +341,11 @@ fn del_after_the_pod_netns_is_gone_leaves_no_rule() {
     let path = pod.path_str().to_owned();
     let r = node.add(&conf, "gone1", &pod).expect_ok();
     let ip = pod_ip(&r);
+    let rules = node.ns.iptables_nat();
+    assert!(
+        rules.contains(&ip),
+        "no masquerade rule after ADD:\n{rules}"
+    );
     drop(pod);
     Call::new(bin("bridge"), "DEL", conf.clone())
         .container("gone1")
@@ -362,13 +367,9 @@ fn del_after_the_pod_netns_is_gone_leaves_no_rule() {
         .expect_ok();
 }
 
-#[test]
-fn vlan_access_port() {
-    let node = Node::new();
-    let conf = node.conf("1.0.0", SUBNET, json!({"vlan": 100}));
-    let pods = [TestNetns::new("pod"), TestNetns::new("pod")];
-    // Some kernels are built without CONFIG_BRIDGE_VLAN_FILTERING (this sandbox's is):
-    // then the bridge cannot be created with vlan_filtering and ADD must fail cleanly.
+/// Whether this kernel can make a VLAN-filtering bridge (CONFIG_BRIDGE_VLAN_FILTERING), probed
+/// in the node netns.
+fn kernel_has_vlan_filtering(node: &Node) -> bool {
     let probe = node.ns.exec(
         "ip",
         &[
@@ -381,19 +382,24 @@ fn vlan_access_port() {
             "1",
         ],
     );
-    if !probe.status.success() {
-        let e = node.add(&conf, "v0", &pods[0]).expect_err(999);
-        assert!(
-            e["msg"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("failed to create bridge"),
-            "{e}"
-        );
-        assert_nothing_left(&node, &pods[0], 0, 0);
-        return;
+    if probe.status.success() {
+        node.ns.exec_ok("ip", &["link", "del", "probe0"]);
     }
-    node.ns.exec_ok("ip", &["link", "del", "probe0"]);
+    probe.status.success()
+}
+
+/// The VLAN tests depend on the kernel, so each is `#[ignore]`d (counted as skipped in the
+/// closing line of `scripts/test.sh`) and `scripts/test.sh` runs the one this kernel allows.
+#[test]
+#[ignore = "needs bridge VLAN filtering in the kernel; scripts/test.sh runs it on a kernel that has it"]
+fn vlan_access_port() {
+    let node = Node::new();
+    assert!(
+        kernel_has_vlan_filtering(&node),
+        "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
+    );
+    let conf = node.conf("1.0.0", SUBNET, json!({"vlan": 100}));
+    let pods = [TestNetns::new("pod"), TestNetns::new("pod")];
     let mut ips = Vec::new();
     for (i, pod) in pods.iter().enumerate() {
         ips.push(pod_ip(&node.add(&conf, &format!("v{i}"), pod).expect_ok()));
@@ -432,6 +438,29 @@ fn vlan_access_port() {
         node.del(&conf, &format!("v{i}"), pod).expect_ok();
     }
     assert!(node.veths().is_empty());
+}
+
+/// Without kernel VLAN filtering the bridge cannot be made with it: ADD fails cleanly.
+#[test]
+#[ignore = "needs a kernel without bridge VLAN filtering; scripts/test.sh runs it on such a kernel"]
+fn vlan_add_without_kernel_vlan_filtering_fails_cleanly() {
+    let node = Node::new();
+    assert!(
+        !kernel_has_vlan_filtering(&node),
+        "this kernel has bridge VLAN filtering: run vlan_access_port instead"
+    );
+    let conf = node.conf("1.0.0", SUBNET, json!({"vlan": 100}));
+    let pod = TestNetns::new("pod");
+    let e = node.add(&conf, "v0", &pod).expect_err(999);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed to create bridge"),
+        "{e}"
+    );
+    assert_nothing_left(&node, &pod, 0, 0);
+    assert!(pod.link("eth0").is_none());
 }
 
 #[test]
@@ -517,8 +546,14 @@ fn failed_add_when_ipam_is_exhausted_leaves_nothing() {
     let first = TestNetns::new("pod");
     node.add(&conf, "x1", &first).expect_ok();
     let second = TestNetns::new("pod");
-    let r = node.add(&conf, "x2", &second);
-    assert!(!r.ok(), "{r:?}");
+    let e = node.add(&conf, "x2", &second).expect_err(999);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no IP addresses available"),
+        "{e}"
+    );
     assert_nothing_left(&node, &second, 1, 1);
     assert!(second.link("eth0").is_none());
 }
@@ -649,6 +684,43 @@ fn failed_container_config_after_ipam_rolls_everything_back() {
     assert_no_rules_for(&node.ns, "10.77.0.9");
 }
 
+/// The spoof-check rules are installed before the container is configured; a failure there
+/// (a route the kernel refuses) must take them away again.
+#[test]
+fn failed_add_after_the_spoof_check_removes_its_rules() {
+    let node = Node::new();
+    let markers = temp_dir();
+    let (_dir, path) = fake_ipam_dir(&markers.path().join("del-calls"));
+    let mut conf = node.conf("1.0.0", SUBNET, json!({"macspoofchk": true}));
+    conf["ipam"] = json!({"type": "fake-ipam"});
+    let pod = TestNetns::new("pod");
+    let e = Call::new(path.join("bridge"), "ADD", conf)
+        .container("spoofail")
+        .netns(&pod)
+        .path(&path.to_string_lossy())
+        .in_node(&node.ns)
+        .env("CNI_LOG_LEVEL", "debug")
+        .run();
+    let err = e.expect_err(999);
+    assert!(
+        err["msg"].as_str().unwrap_or_default().contains("route"),
+        "{err}"
+    );
+    // The ADD got past the spoof-check setup (its error is the later route step, not the
+    // setup), so the rules were installed; the rollback ran their teardown.
+    assert!(
+        e.stderr.contains("MacspoofTeardown(\"spoofail-eth0\")"),
+        "{}",
+        e.stderr
+    );
+    let rules = node.ns.nft_ruleset();
+    assert!(
+        !rules.contains("spoofail"),
+        "spoof-check rules left:\n{rules}"
+    );
+    assert_nothing_left(&node, &pod, 0, 0);
+}
+
 /// Normalizes a result for comparison: random names, MACs and the sandbox path go.
 fn normalize(mut r: Value) -> Value {
     if let Some(ifs) = r["interfaces"].as_array_mut() {
@@ -756,12 +828,7 @@ fn same_results_and_state_as_the_reference() {
 fn version_lists_every_spec_version() {
     let r = Call::new(bin("bridge"), "VERSION", json!({"cniVersion": "1.1.0"})).run();
     let v = r.expect_ok();
-    assert!(
-        v["supportedVersions"]
-            .as_array()
-            .is_some_and(|a| a.contains(&json!("1.1.0"))),
-        "{v}"
-    );
+    assert_eq!(v["supportedVersions"], json!(ALL_VERSIONS), "{v}");
 }
 
 #[test]

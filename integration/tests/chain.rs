@@ -165,9 +165,10 @@ fn flannel_chain_networks_pods_on_every_version() {
             pod_b.exec_ok("ip", &["link", "set", "eth0", "name", "gone0"]);
             let mut broken = node.call("CHECK", version, "pod-b", Some(&pod_b));
             broken.config["prevResult"] = rb.clone();
+            let e = broken.run().expect_err(999);
             assert!(
-                !broken.run().ok(),
-                "{version}: CHECK passed without the pod interface"
+                e["msg"].as_str().unwrap_or_default().contains("eth0"),
+                "{version}: CHECK must name the missing interface: {e}"
             );
             pod_b.exec_ok("ip", &["link", "set", "gone0", "name", "eth0"]);
         }

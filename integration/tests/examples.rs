@@ -200,6 +200,11 @@ impl Runner {
         }
     }
 
+    /// The node's NAT rules of both backends, as text.
+    fn masquerade_rules(&self) -> String {
+        format!("{}{}", self.node.nft_ruleset(), self.node.iptables_nat())
+    }
+
     /// host-local's files for `network` that are reservations (IP addresses).
     fn reservations(&self, network: &str) -> Vec<String> {
         dir_entries(&self.ipam_dir().join(network))
@@ -233,6 +238,16 @@ fn run_flannel_example(file: &str) {
         .and_then(|s| s.rsplit_once('.').map(|(net, _)| format!("{net}.")))
         .expect("FLANNEL_SUBNET");
     let v6 = get("FLANNEL_IPV6_SUBNET");
+
+    // Who masquerades: the delegate's `ipMasq` if set, else the plugin when flanneld does not.
+    let flannel = list
+        .plugins
+        .iter()
+        .find(|p| p["type"] == json!("flannel"))
+        .expect("a flannel plugin");
+    let masquerade = flannel["delegate"]["ipMasq"]
+        .as_bool()
+        .unwrap_or(get("FLANNEL_IPMASQ").as_deref() != Some("true"));
 
     let rn = Runner::new(env_file);
     let pods = [TestNetns::new("exp"), TestNetns::new("exp")];
@@ -285,6 +300,14 @@ fn run_flannel_example(file: &str) {
             "{file}: flannel must save the delegate config as <dataDir>/<containerID>"
         );
         rn.check(&list, &at, &result);
+        // The pod's masquerade rule is there exactly when this network masquerades.
+        let rules = rn.masquerade_rules();
+        assert_eq!(
+            rules.contains(&ips[0]),
+            masquerade,
+            "{file}: masquerade rule for {} (expected: {masquerade}):\n{rules}",
+            ips[0]
+        );
         results.push(result);
     }
     // The node reaches its pods through cni0; the pods reach each other.
@@ -335,6 +358,12 @@ fn run_flannel_example(file: &str) {
         Vec::<String>::new(),
         "{file}: IPs left reserved"
     );
+    let rules = rn.masquerade_rules();
+    for result in &results {
+        for ip in result_ips(result) {
+            assert!(!rules.contains(&ip), "{file}: rule left for {ip}:\n{rules}");
+        }
+    }
 }
 
 #[test]

@@ -202,7 +202,8 @@ fn gc_and_status() {
     Call::new(&ours, "STATUS", bad).run().expect_err(50);
     // Older configs do not know STATUS / GC.
     let old = subnet("1.0.0", tmp.path(), "10.1.2.0/24");
-    assert!(!Call::new(&ours, "STATUS", old).run().ok());
+    let e = Call::new(&ours, "STATUS", old).run().expect_err(1);
+    assert_eq!(e["msg"], json!("config version does not allow STATUS"));
 }
 
 #[test]

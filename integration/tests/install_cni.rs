@@ -106,10 +106,22 @@ fn installs_the_built_suite_and_the_plugins_run() {
 #[test]
 fn every_example_config_is_accepted() {
     let t = temp_dir();
-    for f in dir_entries(&examples_dir()) {
-        if !(f.ends_with(".conf") || f.ends_with(".conflist")) {
-            continue;
-        }
+    let configs: Vec<String> = dir_entries(&examples_dir())
+        .into_iter()
+        .filter(|f| f.ends_with(".conf") || f.ends_with(".conflist"))
+        .collect();
+    // The loop below must have something to check: the examples the README names.
+    for known in [
+        "10-flannel.conf",
+        "10-flannel.conflist",
+        "10-flannel-rcni.conflist",
+    ] {
+        assert!(
+            configs.contains(&known.to_owned()),
+            "{known} missing from {configs:?}"
+        );
+    }
+    for f in configs {
         let out = install_cni(&[
             "--plugins=".to_owned(),
             format!("--bin-dir={}", t.path().join("bin").display()),

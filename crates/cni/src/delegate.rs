@@ -129,6 +129,17 @@ pub fn exec_path(
     conf: &[u8],
     args: &CmdArgs,
 ) -> Result<Vec<u8>, CniError> {
+    exec_retrying(plugin, command, conf, args, &mut std::thread::sleep)
+}
+
+/// [`exec_path`] with the wait between `text file busy` retries injected (tests).
+fn exec_retrying(
+    plugin: &Path,
+    command: Command,
+    conf: &[u8],
+    args: &CmdArgs,
+    sleep: &mut dyn FnMut(Duration),
+) -> Result<Vec<u8>, CniError> {
     log::debug!("delegating {} to {}", command.as_str(), plugin.display());
     let mut delay = BUSY_BACKOFF;
     let mut attempt = 0;
@@ -137,7 +148,7 @@ pub fn exec_path(
             Err(e) if e.kind() == ErrorKind::ExecutableFileBusy && attempt < BUSY_RETRIES => {
                 attempt += 1;
                 log::info!("{} is busy, retrying in {delay:?}", plugin.display());
-                std::thread::sleep(delay);
+                sleep(delay);
                 delay *= 2;
             }
             Err(e) => {

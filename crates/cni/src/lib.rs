@@ -12,7 +12,8 @@
 //! * [`args`]: `CNI_ARGS` parsing with Go `types.LoadArgs` semantics;
 //! * [`skel`]: the dispatcher that validates the environment and calls a [`skel::Plugin`];
 //! * [`delegate`]: running another plugin found on `CNI_PATH` (chaining and IPAM);
-//! * [`init_logging`]: a tiny stderr logger (stdout belongs to the protocol).
+//! * [`init_logging`]: a tiny stderr logger (stdout belongs to the protocol);
+//! * [`fault`]: panic injection points, compiled in only for tests (`fault-injection`).
 //!
 //! # Where we differ from the Go reference, on purpose
 //!
@@ -38,6 +39,7 @@ pub mod args;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod fault;
 mod logging;
 pub mod result;
 pub mod skel;

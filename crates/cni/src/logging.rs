@@ -15,6 +15,18 @@ struct StderrLogger {
 
 static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
 
+impl StderrLogger {
+    /// `"<plugin>: <level>: <message>\n"`.
+    fn line(&self, record: &Record<'_>) -> String {
+        format!(
+            "{}: {}: {}\n",
+            self.plugin,
+            record.level().as_str().to_ascii_lowercase(),
+            record.args()
+        )
+    }
+}
+
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.level() <= log::max_level()
@@ -23,13 +35,7 @@ impl Log for StderrLogger {
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) {
             // One write per line so concurrent plugins don't interleave mid-line.
-            let line = format!(
-                "{}: {}: {}\n",
-                self.plugin,
-                record.level().as_str().to_ascii_lowercase(),
-                record.args()
-            );
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            let _ = std::io::stderr().write_all(self.line(record).as_bytes());
         }
     }
 
@@ -69,10 +75,39 @@ mod tests {
     fn levels() {
         assert_eq!(level_from(None), LevelFilter::Warn);
         assert_eq!(level_from(Some("DEBUG")), LevelFilter::Debug);
+        assert_eq!(level_from(Some(" warning ")), LevelFilter::Warn);
         assert_eq!(level_from(Some("error")), LevelFilter::Error);
+        assert_eq!(level_from(Some("none")), LevelFilter::Off);
         assert_eq!(level_from(Some("bogus")), LevelFilter::Warn);
+    }
+
+    #[test]
+    fn line_format() {
+        let logger = StderrLogger {
+            plugin: "bridge".into(),
+        };
+        let line = logger.line(
+            &Record::builder()
+                .level(log::Level::Warn)
+                .args(format_args!("veth {} gone", "veth1"))
+                .build(),
+        );
+        assert_eq!(line, "bridge: warn: veth veth1 gone\n");
+    }
+
+    #[test]
+    fn init_installs_the_logger_and_sets_the_level() {
         init_logging("test");
+        // Again: only the level is updated, no error.
         init_logging("test");
-        log::warn!("logger works");
+        let want = level_from(std::env::var("CNI_LOG_LEVEL").ok().as_deref());
+        assert_eq!(log::max_level(), want);
+        let meta = |level| log::Metadata::builder().level(level).build();
+        assert_eq!(
+            log::logger().enabled(&meta(log::Level::Error)),
+            want >= LevelFilter::Error,
+            "ours is the installed logger"
+        );
+        assert!(!log::logger().enabled(&meta(log::Level::Trace)) || want == LevelFilter::Trace);
     }
 }

@@ -161,34 +161,18 @@ pub fn to_go_json(v: &serde_json::Value) -> String {
 }
 
 /// Real entry point: reads process env + stdin, writes stdout/stderr, exits (0 or 1).
-///
-/// stdout is buffered and written once at the end. In builds that unwind, a panic becomes a
-/// code 999 error instead of partial output (release builds abort: empty stdout, and the runtime
-/// reports our stderr).
 pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
-    let mut out = Vec::new();
     let env = |k: &str| std::env::var(k).ok();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch(
-            plugin,
-            info,
-            &env,
-            &mut std::io::stdin().lock(),
-            &mut out,
-            &mut std::io::stderr(),
-        )
-    }));
-    let status = match outcome {
-        Ok(status) => status,
-        Err(_) => {
-            out = CniError::internal("plugin panicked")
-                .to_json_string()
-                .into_bytes();
-            1
-        }
-    };
     let mut stdout = std::io::stdout().lock();
-    let status = match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+    let status = dispatch_guarded(
+        plugin,
+        info,
+        &env,
+        &mut std::io::stdin().lock(),
+        &mut stdout,
+        &mut std::io::stderr(),
+    );
+    let status = match stdout.flush() {
         Ok(()) => status,
         Err(e) => {
             log::error!("failed to write to stdout: {e}");
@@ -196,6 +180,47 @@ pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
         }
     };
     std::process::exit(status)
+}
+
+/// [`dispatch`], with a panic turned into a CNI error object on `stdout` (code 999,
+/// `plugin panicked`, the panic message in `details`) and exit status 1, never a half-written
+/// result. Release builds unwind (`panic = "unwind"` in the workspace profile) so that this
+/// holds there too, and so that the plugins' undo lists, which are drop guards, roll a failed
+/// ADD back while the panic unwinds. The panic hook still prints where it happened on stderr.
+pub fn dispatch_guarded<P: Plugin>(
+    plugin: &P,
+    info: &PluginInfo,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let mut out = Vec::new();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch(plugin, info, env, stdin, &mut out, stderr)
+    }));
+    let status = match outcome {
+        Ok(status) => status,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            out = CniError::internal("plugin panicked")
+                .with_details(what)
+                .to_json_string()
+                .into_bytes();
+            1
+        }
+    };
+    match stdout.write_all(&out) {
+        Ok(()) => status,
+        Err(e) => {
+            let _ = writeln!(stderr, "failed to write to stdout: {e}");
+            1
+        }
+    }
 }
 
 /// Testable core: injected env lookup and IO, returns the exit code. Never panics on bad input.
@@ -351,14 +376,25 @@ fn gate(
     ))
 }
 
+/// The test switch that forces the old-kernel paths (the `netlink` crate's
+/// `compat::FALLBACKS_ENV`, the same variable): here, doing without `/proc/thread-self`.
+const KERNEL_FALLBACKS_ENV: &str = "RCNI_TEST_KERNEL_FALLBACKS";
+
+/// The netns of the calling thread: `/proc/thread-self` (3.17); on older kernels the
+/// process's, which is the same in a plugin (the dispatcher runs on the main thread).
+fn own_netns() -> std::io::Result<std::fs::Metadata> {
+    let forced = std::env::var_os(KERNEL_FALLBACKS_ENV).is_some_and(|v| v == "1");
+    match std::fs::metadata("/proc/thread-self/ns/net") {
+        Ok(m) if !forced => Ok(m),
+        _ => std::fs::metadata("/proc/self/ns/net"),
+    }
+}
+
 /// Go `ns.CheckNetNS`: is `CNI_NETNS` the netns this process runs in? A path that does not
 /// exist or cannot be inspected is left for the plugin to judge.
 fn is_own_netns(netns: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(target), Ok(own)) = (
-        std::fs::metadata(netns),
-        std::fs::metadata("/proc/thread-self/ns/net"),
-    ) else {
+    let (Ok(target), Ok(own)) = (std::fs::metadata(netns), own_netns()) else {
         return false;
     };
     target.dev() == own.dev() && target.ino() == own.ino()

@@ -87,7 +87,8 @@ impl Netlink {
     /// Addresses of link `idx`, or of every link when `None`.
     pub fn addrs(&mut self, idx: Option<u32>) -> Result<Vec<Addr>> {
         let mut req = AddressMessage::default();
-        // With strict checking the kernel filters the dump by ifa_index itself.
+        // With strict checking (4.20) the kernel filters the dump by ifa_index itself; an
+        // older one dumps every address, hence the filter below.
         req.header.index = idx.unwrap_or(0);
         let replies = self
             .dump(RouteNetlinkMessage::GetAddress(req))

@@ -12,7 +12,7 @@ use netlink_packet_route::link::{
     LinkProtoInfoBridge,
 };
 
-use crate::{Netlink, Result};
+use crate::{Error, Netlink, Result, compat};
 
 /// IFLA_BRPORT_MODE: hairpin mode (u8), from `linux/if_link.h`.
 const IFLA_BRPORT_MODE: u16 = 4;
@@ -29,12 +29,26 @@ fn bridge_message(idx: u32) -> LinkMessage {
 /// AF_BRIDGE RTM_SETLINK setting hairpin mode and isolation of port `idx`. netlink-packet-route
 /// 0.34 has no typed IFLA_PROTINFO entries for these two, so they go as raw u8 attributes;
 /// `ProtoInfoBridge` sets NLA_F_NESTED, which `br_setlink` requires to parse them as a list.
-pub(crate) fn port_flags_message(idx: u32, hairpin: bool, isolated: bool) -> LinkMessage {
+/// Without `send_isolated` the isolation attribute is left out, as a kernel before 4.18
+/// ignores it.
+pub(crate) fn port_flags_message(
+    idx: u32,
+    hairpin: bool,
+    isolated: bool,
+    send_isolated: bool,
+) -> LinkMessage {
     let mut msg = bridge_message(idx);
-    msg.attributes.push(LinkAttribute::ProtoInfoBridge(vec![
-        LinkProtoInfoBridge::Other(DefaultNla::new(IFLA_BRPORT_MODE, vec![hairpin.into()])),
-        LinkProtoInfoBridge::Other(DefaultNla::new(IFLA_BRPORT_ISOLATED, vec![isolated.into()])),
-    ]));
+    let mut flags = vec![LinkProtoInfoBridge::Other(DefaultNla::new(
+        IFLA_BRPORT_MODE,
+        vec![hairpin.into()],
+    ))];
+    if send_isolated {
+        flags.push(LinkProtoInfoBridge::Other(DefaultNla::new(
+            IFLA_BRPORT_ISOLATED,
+            vec![isolated.into()],
+        )));
+    }
+    msg.attributes.push(LinkAttribute::ProtoInfoBridge(flags));
     msg
 }
 
@@ -57,15 +71,24 @@ pub(crate) fn vlan_message(idx: u32, vid: u16, pvid: bool, untagged: bool) -> Li
 
 impl Netlink {
     /// Sets hairpin mode and isolation on bridge port `idx` (it must already have a master).
+    ///
+    /// A kernel before 4.18 ignores the isolation attribute without an error, so a port asked
+    /// to be isolated is read back: not isolated is [`Error::Unsupported`].
     pub fn set_bridge_port(&mut self, idx: u32, hairpin: bool, isolated: bool) -> Result<()> {
-        let msg = port_flags_message(idx, hairpin, isolated);
+        let what = || format!("set bridge port {idx} hairpin {hairpin} isolated {isolated}");
+        let msg = port_flags_message(idx, hairpin, isolated, !compat::fallbacks_forced());
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
-            .map(drop)
-            .map_err(|e| {
-                e.context(format!(
-                    "set bridge port {idx} hairpin {hairpin} isolated {isolated}"
-                ))
-            })
+            .map_err(|e| e.context(what()))?;
+        if isolated {
+            let port = self.link_by_index(idx)?;
+            if port.and_then(|l| l.isolated) != Some(true) {
+                return Err(Error::Unsupported(format!(
+                    "{}: the kernel ignored port isolation (IFLA_BRPORT_ISOLATED needs Linux 4.18)",
+                    what()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Adds VLAN `vid` to bridge port `idx`, optionally as PVID and/or egress-untagged.
@@ -98,7 +121,7 @@ mod tests {
 
     #[test]
     fn port_flags_wire_format() {
-        let msg = port_flags_message(4, true, false);
+        let msg = port_flags_message(4, true, false, true);
         let mut buf = vec![0u8; msg.buffer_len()];
         msg.emit(&mut buf);
         // ifinfomsg: family AF_BRIDGE (7), index 4.
@@ -109,6 +132,15 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([nla[2], nla[3]]), 12 | 0x8000);
         assert_eq!(&nla[4..10], &[5, 0, 4, 0, 1, 0]);
         assert_eq!(&nla[12..18], &[5, 0, 33, 0, 0, 0]);
+        // What a kernel before 4.18 sees of it: hairpin only.
+        let old = port_flags_message(4, true, true, false);
+        let mut buf = vec![0u8; old.buffer_len()];
+        old.emit(&mut buf);
+        assert_eq!(
+            u16::from_ne_bytes([buf[16], buf[17]]),
+            4 + 8,
+            "one u8 attribute"
+        );
     }
 
     #[test]

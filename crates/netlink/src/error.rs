@@ -49,6 +49,9 @@ pub enum Error {
     /// A MAC address string could not be parsed.
     #[error("invalid MAC address {0:?}")]
     InvalidMac(String),
+    /// The kernel accepted a request but ignored a feature of it that it does not know.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Formats the kernel's extended-ACK text as ` (text)`.

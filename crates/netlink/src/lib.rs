@@ -12,9 +12,13 @@
 //! whole life. [`Netlink::new`] uses the calling thread's netns; [`Netlink::in_netns`] creates the
 //! socket on a short-lived thread inside the target netns ([`netns::run_in`]) and hands it back,
 //! so every container-side request is then sent from the host thread.
+//!
+//! Kernels: everything works from Linux 3.10 on; newer features are used when present, with
+//! the fallbacks listed in [`compat`].
 
 pub mod addr;
 pub mod bridge_vlan;
+pub mod compat;
 pub mod error;
 pub mod link;
 pub mod netns;

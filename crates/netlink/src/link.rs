@@ -215,7 +215,13 @@ impl Netlink {
         mtu: Option<u32>,
         vlan_filtering: bool,
     ) -> Result<()> {
-        let msg = bridge_message(name, mtu, vlan_filtering);
+        // A kernel before 4.3 ignores IFLA_BR_VLAN_FILTERING (the test switch does the same):
+        // callers that need filtering read `Link::vlan_filtering` back.
+        let msg = bridge_message(
+            name,
+            mtu,
+            vlan_filtering && !crate::compat::fallbacks_forced(),
+        );
         self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
             .map_err(|e| e.context(format!("create bridge {name:?}")))

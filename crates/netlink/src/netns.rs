@@ -13,9 +13,15 @@ use nix::sched::{CloneFlags, setns};
 
 use crate::{Error, Result};
 
-/// The calling thread's netns. `/proc/self/ns/net` would be the *main* thread's netns, which is
-/// wrong after a thread-level `unshare`/`setns` (tests, [`run_in`]).
-const THREAD_SELF_NETNS: &str = "/proc/thread-self/ns/net";
+/// The calling thread's netns file. `/proc/self/ns/net` would be the *main* thread's netns,
+/// which is wrong after a thread-level `unshare`/`setns` (tests, [`run_in`]). Named through
+/// the thread id rather than `/proc/thread-self`, which kernels before 3.17 lack.
+fn thread_netns_path() -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/self/task/{}/ns/net",
+        nix::unistd::gettid().as_raw()
+    ))
+}
 
 /// An open network namespace (an fd to an nsfs file such as `/run/netns/x` or
 /// `/proc/<pid>/ns/net`).
@@ -39,7 +45,7 @@ impl Netns {
 
     /// The calling thread's current netns.
     pub fn current() -> Result<Self> {
-        Self::open(Path::new(THREAD_SELF_NETNS))
+        Self::open(&thread_netns_path())
     }
 
     /// The path this handle was opened from.

@@ -7,6 +7,7 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
+use crate::compat;
 use crate::netns::{self, Netns};
 use crate::{Error, Result};
 
@@ -27,36 +28,69 @@ pub struct Netlink {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    strict: bool,
 }
 
 impl std::fmt::Debug for Netlink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Netlink").field("seq", &self.seq).finish()
+        f.debug_struct("Netlink")
+            .field("seq", &self.seq)
+            .field("strict", &self.strict)
+            .finish()
     }
 }
 
 impl Netlink {
-    /// Opens a socket in the calling thread's netns.
+    /// Opens a socket in the calling thread's netns, with every optional feature the kernel
+    /// has (none when [`compat::fallbacks_forced`]).
     pub fn new() -> Result<Self> {
+        Self::open(!compat::fallbacks_forced())
+    }
+
+    /// Opens a socket that asks for no optional feature, as on a kernel before 4.3: the
+    /// kernel then dumps everything and errors come without its text.
+    pub fn without_optional_features() -> Result<Self> {
+        Self::open(false)
+    }
+
+    fn open(optional_features: bool) -> Result<Self> {
         let op = "open netlink socket";
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| Error::io(op, e))?;
         sock.bind_auto().map_err(|e| Error::io(op, e))?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(|e| Error::io(op, e))?;
-        // Strict checking makes the kernel honour the filters in dump request headers (e.g.
-        // ifa_index for address dumps) instead of silently dumping everything.
-        sock.set_netlink_get_strict_chk(true)
-            .map_err(|e| Error::io(op, e))?;
-        // Extended ACKs carry the kernel's error string ("Unknown device type", ...); capped
-        // ACKs stop the kernel from echoing our whole request back. Both are optional.
-        if let Err(e) = sock.set_ext_ack(true).and_then(|_| sock.set_cap_ack(true)) {
-            log::debug!("netlink extended ack unavailable: {e}");
+        let mut strict = false;
+        if !optional_features {
+            log::debug!(
+                "netlink socket without strict checking or extended ACKs (old-kernel path)"
+            );
+        } else {
+            // Strict checking (4.20) makes the kernel honour the filters in dump request
+            // headers (e.g. ifa_index for address dumps) instead of dumping everything; the
+            // dumps are filtered here as well, so an older kernel (ENOPROTOOPT) only costs
+            // a longer dump.
+            match sock.set_netlink_get_strict_chk(true) {
+                Ok(()) => strict = true,
+                Err(e) => log::debug!("netlink strict checking unavailable: {e}"),
+            }
+            // Extended ACKs (4.12) carry the kernel's error string ("Unknown device type",
+            // ...); capped ACKs (4.3) stop the kernel from echoing our whole request back.
+            if let Err(e) = sock.set_ext_ack(true).and_then(|_| sock.set_cap_ack(true)) {
+                log::debug!("netlink extended ack unavailable: {e}");
+            }
         }
         Ok(Netlink {
             sock,
             seq: 0,
             buf: Vec::with_capacity(RECV_BUF_SIZE),
+            strict,
         })
+    }
+
+    /// Whether the kernel filters dumps by their request headers (NETLINK_GET_STRICT_CHK).
+    /// Dumps are filtered here either way.
+    pub fn strict_checking(&self) -> bool {
+        self.strict
     }
 
     /// Opens a socket inside `ns` (on a short-lived thread there); the socket stays bound to

@@ -1,7 +1,7 @@
-//! ADD, in the reference's order (features.md §2.2): bridge → veth → host port → spoof
-//! check → IPAM → container addresses and routes → gateway on the bridge → forwarding →
-//! masquerade → port state → result (the masquerade tool runs concurrently with the
-//! container and gateway steps; errors keep that order). Every per-pod step is recorded
+//! ADD, in the reference's order (features.md §2.2) except for the spoof check: bridge →
+//! veth → host port → IPAM → spoof check → container addresses and routes → gateway on the
+//! bridge → forwarding → masquerade → port state → result (the masquerade tool runs
+//! concurrently with the container and gateway steps; errors keep that order). Every per-pod step is recorded
 //! in an [`Undo`] list, so that a failure at any step leaves no veth, no allocation and no
 //! rule behind.
 
@@ -35,15 +35,19 @@ const DAD_POLL: Duration = Duration::from_millis(50);
 pub fn add(args: &CmdArgs) -> Result<CniResult> {
     let conf = BridgeConf::load(&args.stdin, &args.args)?;
     conf.validate_for_add()?;
-    let mut undo = Undo::new();
+    let mut undo = Undo::new(args);
     match add_steps(args, &conf, &mut undo) {
-        Ok(result) => Ok(result),
+        Ok(result) => {
+            undo.commit();
+            Ok(result)
+        }
         Err(e) => {
             log::debug!(
                 "ADD failed ({e}); rolling back {} step(s)",
                 undo.actions().len()
             );
-            undo.rollback(args);
+            // Dropping the list runs it.
+            drop(undo);
             Err(e)
         }
     }
@@ -82,7 +86,7 @@ fn start_masquerade(conf: &BridgeConf, args: &CmdArgs) -> Result<Option<MasqPrep
     }))
 }
 
-fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniResult> {
+fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo<'_>) -> Result<CniResult> {
     let netns_path = args
         .netns
         .as_ref()
@@ -115,6 +119,19 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
         ..CniResult::default()
     };
 
+    // IPAM before the spoof check (the reference has them the other way round): the
+    // spoof-check chains are named after the attachment, so they may be a running pod's
+    // when a runtime reuses its container ID; IPAM refuses such an ADD ("duplicate
+    // allocation") before anything named after the attachment is touched or undone.
+    let ipam = if conf.is_layer3() {
+        // The whole stdin goes to IPAM, as the reference (ipam.ExecAdd).
+        let raw = cni::delegate::add(&conf.ipam_type, &args.stdin, args)?;
+        undo.push(Action::IpamDel(conf.ipam_type.clone()));
+        Some(raw)
+    } else {
+        None
+    };
+
     if conf.mac_spoof_chk {
         let id = firewall::spoofcheck::unique_id(&args.container_id, &args.ifname);
         let mac = cont_link.mac.map(netlink::format_mac).unwrap_or_default();
@@ -124,10 +141,7 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
             .map_err(|e| Error::spoofcheck("setup", e))?;
     }
 
-    if conf.is_layer3() {
-        // The whole stdin goes to IPAM, as the reference (ipam.ExecAdd).
-        let raw = cni::delegate::add(&conf.ipam_type, &args.stdin, args)?;
-        undo.push(Action::IpamDel(conf.ipam_type.clone()));
+    if let Some(raw) = ipam {
         let ipam = CniResult::from_json(&raw, &args.version.as_str())?;
         if ipam.ips.is_empty() {
             return Err(Error::State(
@@ -189,6 +203,8 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo) -> Result<CniRe
     if conf.dns.is_set() {
         result.dns = conf.dns.to_result();
     }
+    // Every step is on the undo list by now: a panic here must roll all of them back.
+    cni::fault::point("bridge-add-end");
     Ok(result)
 }
 
@@ -230,6 +246,14 @@ fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
             bridge_by_name(nl, &conf.bridge)?
         }
     };
+    // VLAN isolation needs a filtering bridge; a kernel before 4.3 creates it without
+    // filtering (it ignores the attribute), and a bridge made by someone else may not filter.
+    if conf.vlan_filtering() && br.vlan_filtering != Some(true) {
+        return Err(Error::State(format!(
+            "bridge {:?} does not filter VLANs, so \"vlan\"/\"vlanTrunk\" would not isolate pods (VLAN filtering at bridge creation needs Linux 4.3)",
+            conf.bridge
+        )));
+    }
     if conf.promisc_mode {
         nl.set_promisc(br.index, true).context(format!(
             "could not set promiscuous mode on {:?}",
@@ -279,7 +303,7 @@ fn create_veth(
     ns: &Netns,
     args: &CmdArgs,
     conf: &BridgeConf,
-    undo: &mut Undo,
+    undo: &mut Undo<'_>,
 ) -> Result<(Link, Netlink)> {
     let ifname = &args.ifname;
     let exists_err = || {

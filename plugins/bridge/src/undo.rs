@@ -1,7 +1,8 @@
 //! The ADD rollback list: the Rust form of Go's `success := false` + `defer`.
 //!
 //! Each step that creates per-pod state records how to remove it *before* it can fail
-//! half-way, and a failed ADD runs the list backwards. The reference relies on the runtime
+//! half-way, and a failed ADD runs the list backwards: the list is a drop guard, so a panic
+//! unwinding through ADD rolls back too. The reference relies on the runtime
 //! calling DEL after a failed ADD (plugins#29), which leaves a veth and an IP behind when it
 //! does not; we leave nothing.
 //!
@@ -29,16 +30,23 @@ pub enum Action {
     MasqTeardown(firewall::Attachment),
 }
 
-/// The recorded actions of one ADD.
-#[derive(Debug, Default)]
-pub struct Undo {
+/// The recorded actions of one ADD: a drop guard. Dropped without [`Undo::commit`] (the ADD
+/// failed, or a panic is unwinding through it), it runs the actions newest first.
+#[derive(Debug)]
+pub struct Undo<'a> {
+    args: &'a CmdArgs,
     actions: Vec<Action>,
+    committed: bool,
 }
 
-impl Undo {
-    /// An empty list.
-    pub fn new() -> Self {
-        Self::default()
+impl<'a> Undo<'a> {
+    /// An empty list for the ADD of `args`.
+    pub fn new(args: &'a CmdArgs) -> Self {
+        Undo {
+            args,
+            actions: Vec::new(),
+            committed: false,
+        }
     }
 
     /// Records an action.
@@ -51,12 +59,25 @@ impl Undo {
         &self.actions
     }
 
+    /// The ADD succeeded: nothing is undone.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Undo<'_> {
     /// Runs every action newest first. Failures are logged and do not stop the rollback:
     /// the caller returns the original error, which is what the runtime must see.
-    pub fn rollback(self, args: &CmdArgs) {
-        for action in self.actions.into_iter().rev() {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if std::thread::panicking() {
+            log::warn!("ADD panicked; rolling back {} step(s)", self.actions.len());
+        }
+        for action in self.actions.drain(..).rev() {
             log::debug!("rolling back: {action:?}");
-            if let Err(e) = run(&action, args) {
+            if let Err(e) = run(&action, self.args) {
                 log::warn!("rollback step {action:?} failed: {e}");
             }
         }

@@ -1,7 +1,10 @@
 //! The CNI verbs of the flannel meta-plugin.
 //!
 //! * ADD: build the delegate config from our config and subnet.env, save it, run the delegate's
-//!   ADD and return its result unchanged. On failure, undo with the delegate's DEL.
+//!   ADD and return its result unchanged. On failure, undo only what this ADD did: the saved
+//!   config (see [`AddUndo`]). The delegate undoes its own steps; a delegate DEL here
+//!   would also remove what an earlier ADD made (a repeated ADD of a running pod fails in the
+//!   delegate because its interface exists, and DEL would then delete that live interface).
 //! * DEL: run the delegate's DEL with the saved config, then forget it. Without a usable saved
 //!   config, rebuild it from subnet.env so the IP is still released.
 //! * CHECK: run the delegate's CHECK with the saved config plus our `prevResult`.
@@ -106,6 +109,54 @@ enum Source {
     Unavailable(FlannelError),
 }
 
+/// The undo of a flannel ADD, run on drop (a failed ADD, or a panic unwinding through it)
+/// unless [`AddUndo::keep`] disarmed it:
+/// * once the delegate's ADD succeeded, the attachment is this ADD's: the delegate's DEL
+///   removes it (and if that fails, the saved config stays for the runtime's DEL);
+/// * the saved config this ADD wrote is removed, or the bytes an earlier ADD of the same
+///   container ID had saved are put back, so that a running pod's DEL still finds the config
+///   it was made with. A failed delegate ADD undoes its own steps.
+struct AddUndo<'a> {
+    store: &'a Store,
+    args: &'a CmdArgs,
+    previous: Option<Vec<u8>>,
+    /// Set once the delegate's ADD succeeded.
+    added: Option<&'a DelegateConf>,
+    armed: bool,
+}
+
+impl AddUndo<'_> {
+    /// The ADD succeeded: everything stays.
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AddUndo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let cid = &self.args.container_id;
+        if let Some(dc) = self.added
+            && let Err(e) = cni::delegate::del(&dc.plugin_type, &dc.bytes, self.args)
+        {
+            log::warn!(
+                "undoing the delegate's ADD with its DEL failed: {e}; the saved config stays for the runtime's DEL"
+            );
+            return;
+        }
+        let undone = match &self.previous {
+            None => self.store.remove(cid),
+            Some(bytes) => self.store.save(cid, bytes),
+        };
+        // The ADD's own error is what the runtime must see; its DEL still cleans up.
+        if let Err(e) = undone {
+            log::warn!("undoing the saved delegate config after a failed ADD: {e}");
+        }
+    }
+}
+
 impl Plugin for Flannel {
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
         let conf = FlannelConf::parse(&args.stdin)?;
@@ -116,32 +167,32 @@ impl Plugin for Flannel {
         );
         // Nothing is saved for a delegate that cannot run.
         cni::delegate::find_in_path(&dc.plugin_type, &args.path)?;
-        // Saved before the delegate runs, so that a DEL after a crash finds it.
+        // Saved before the delegate runs, so that a DEL after a crash finds it. What an
+        // earlier ADD of this container ID saved is kept aside, for the undo.
         let store = Store::new(&conf.data_dir);
+        let previous = store.load(&args.container_id)?;
         store.save(&args.container_id, &dc.bytes)?;
+        let mut undo = AddUndo {
+            store: &store,
+            args,
+            previous,
+            added: None,
+            armed: true,
+        };
 
         match cni::delegate::add(&dc.plugin_type, &dc.bytes, args) {
-            Ok(result) => Ok(AddOutput::Raw(result)),
-            Err(e) => {
-                // The spec makes the caller DEL a failed delegate: do it now so no half-made
-                // attachment (veth, IP) survives. Keep the file if the undo fails, for the
-                // runtime's DEL.
-                match cni::delegate::del(&dc.plugin_type, &dc.bytes, args) {
-                    Ok(()) => {
-                        if let Err(rm) = store.remove(&args.container_id) {
-                            log::warn!("{rm}");
-                        }
-                    }
-                    Err(undo) => {
-                        log::warn!("undoing the failed ADD with the delegate's DEL failed: {undo}")
-                    }
-                }
-                Err(CniError {
-                    code: e.code,
-                    msg: format!("failed to delegate add: {}", e.msg),
-                    details: e.details,
-                })
+            Ok(result) => {
+                undo.added = Some(&dc);
+                cni::fault::point("flannel-add-after-delegate");
+                undo.keep();
+                Ok(AddOutput::Raw(result))
             }
+            // `undo` drops here and puts the saved config back as it was.
+            Err(e) => Err(CniError {
+                code: e.code,
+                msg: format!("failed to delegate add: {}", e.msg),
+                details: e.details,
+            }),
         }
     }
 

@@ -52,9 +52,11 @@ impl Store {
             .create(&self.dir)
             .map_err(io_err)?;
         // A leading dot keeps temp files apart from container IDs (which start with [a-zA-Z0-9]).
-        let tmp = self
-            .dir
-            .join(format!(".{container_id}.tmp{}", std::process::id()));
+        let tmp = self.dir.join(format!(
+            ".{}.tmp{}",
+            tmp_id_part(container_id),
+            std::process::id()
+        ));
         let result = write_synced(&tmp, bytes)
             .and_then(|()| fs::rename(&tmp, &path))
             .and_then(|()| File::open(&self.dir)?.sync_all());
@@ -108,6 +110,20 @@ impl Store {
         ids.sort();
         Ok(ids)
     }
+}
+
+/// The longest ID prefix a temp file name holds: NAME_MAX (255) less the leading dot, `.tmp`
+/// and a pid (at most 7 digits: pid_max is at most 2^22), so that a container ID of any valid
+/// length (up to 255 bytes) still has a temp file name.
+const TMP_ID_MAX: usize = 255 - 1 - 4 - 7;
+
+/// `container_id`, cut to [`TMP_ID_MAX`] bytes on a character boundary.
+fn tmp_id_part(container_id: &str) -> &str {
+    let mut end = container_id.len().min(TMP_ID_MAX);
+    while !container_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &container_id[..end]
 }
 
 /// Creates/truncates `path` with mode 0600, writes `bytes` and fsyncs.
@@ -175,6 +191,16 @@ mod tests {
         fs::create_dir(tmp.path().join("subdir")).expect("mkdir");
         store.save("c3", b"x").expect("save");
         assert_eq!(store.ids().expect("ids"), vec!["c3".to_owned()]);
+    }
+
+    #[test]
+    fn saves_under_the_longest_file_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(tmp.path());
+        let id = "c".repeat(255);
+        store.save(&id, b"x").expect("save a 255-byte ID");
+        assert_eq!(store.ids().expect("ids"), vec![id]);
+        assert_eq!(tmp_id_part(&"é".repeat(200)).len(), 242);
     }
 
     #[test]

@@ -41,16 +41,26 @@ fn load(args: &CmdArgs) -> Result<IpamConfig, PluginError> {
     config::load(&args.stdin, &args.args)
 }
 
-/// Releases `(id, ifname)` once per range set already served (the
-/// reference's rollback). Errors are logged: the ADD error matters more.
-fn rollback(store: &DiskStore, served: usize, args: &CmdArgs) {
-    for _ in 0..served {
-        let released = store
-            .lock()
-            .and_then(|mut l| l.release_by_id(&args.container_id, &args.ifname));
-        if let Err(e) = released {
-            log::warn!("releasing after a failed ADD: {e}");
-        }
+/// Releases the addresses this ADD reserved, and only those: the attachment may hold
+/// addresses from an earlier ADD (a repeated ADD fails in a later range set with "duplicate
+/// allocation"), and releasing by `(id, ifname)` as the reference does would free them under
+/// a running pod. Errors are logged: the ADD error matters more.
+fn rollback(store: &DiskStore, reserved: &[IpAddr], args: &CmdArgs) {
+    if reserved.is_empty() {
+        return;
+    }
+    let released = store.lock().and_then(|mut locked| {
+        let ours: Vec<IpAddr> = locked
+            .list()?
+            .into_iter()
+            .filter(|e| reserved.contains(&e.ip))
+            .filter(|e| e.matches_attachment(&args.container_id, &args.ifname))
+            .map(|e| e.ip)
+            .collect();
+        ours.into_iter().try_for_each(|ip| locked.release(ip))
+    });
+    if let Err(e) = released {
+        log::warn!("releasing after a failed ADD: {e}");
     }
 }
 
@@ -79,17 +89,22 @@ fn add(args: &CmdArgs) -> Result<CniResult, PluginError> {
                 gateway: Some(a.gateway),
             }),
             Err(source) => {
-                rollback(&store, idx, args);
+                rollback(&store, &reserved(&result), args);
                 return Err(PluginError::Alloc { idx, source });
             }
         }
     }
     if !requested.is_empty() {
-        rollback(&store, conf.ranges.len(), args);
+        rollback(&store, &reserved(&result), args);
         return Err(PluginError::RequestedLeftover(requested));
     }
     result.routes = conf.routes;
     Ok(result)
+}
+
+/// The addresses reserved so far by this ADD.
+fn reserved(result: &CniResult) -> Vec<IpAddr> {
+    result.ips.iter().map(|ip| ip.address.ip()).collect()
 }
 
 /// DEL: release the attachment's addresses, per range set under the lock

@@ -51,19 +51,33 @@ impl From<LoopbackError> for CniError {
     }
 }
 
-/// A socket inside the netns at `path`, and the index of its `lo`.
-fn open_lo(path: &Path) -> Result<(Netlink, u32), LoopbackError> {
+/// A socket inside the netns at `path`, and `lo` as it is now.
+fn open_lo(path: &Path) -> Result<(Netlink, netlink::Link), LoopbackError> {
     let ns = Netns::open(path)?;
     let mut nl = Netlink::in_netns(&ns)?;
     let lo = nl.link_by_name(LO)?.ok_or(LoopbackError::NoLo)?;
-    Ok((nl, lo.index))
+    Ok((nl, lo))
 }
 
 /// Brings `lo` up and returns its first IPv4 and first IPv6 address, after checking that every
-/// address on it is a loopback one.
+/// address on it is a loopback one. When that check fails, `lo` is left as it was found: taken
+/// down again if this call brought it up, never taken down if it was already up (a repeated
+/// ADD of a running pod).
 fn bring_up(path: &Path) -> Result<Vec<IpNetwork>, LoopbackError> {
-    let (mut nl, idx) = open_lo(path)?;
-    nl.set_up(idx)?;
+    let (mut nl, lo) = open_lo(path)?;
+    nl.set_up(lo.index)?;
+    let checked = loopback_addrs(&mut nl, lo.index);
+    if checked.is_err()
+        && !lo.up
+        && let Err(e) = nl.set_down(lo.index)
+    {
+        log::warn!("taking lo down again after the failed ADD: {e}");
+    }
+    checked
+}
+
+/// The first IPv4 and first IPv6 address of `lo`; an error if any address is not a loopback one.
+fn loopback_addrs(nl: &mut Netlink, idx: u32) -> Result<Vec<IpNetwork>, LoopbackError> {
     let addrs = nl.addrs(Some(idx))?;
     let mut first = Vec::new();
     for want_v4 in [true, false] {
@@ -125,7 +139,7 @@ impl Loopback {
             return Ok(());
         };
         match open_lo(netns) {
-            Ok((mut nl, idx)) => Ok(nl.set_down(idx)?),
+            Ok((mut nl, lo)) => Ok(nl.set_down(lo.index)?),
             // The netns is already gone (repeated DEL, runtime cleaned up): nothing to undo.
             Err(LoopbackError::Netlink(e)) if e.is_not_found() && !netns.exists() => Ok(()),
             Err(e) => Err(e),
@@ -134,8 +148,7 @@ impl Loopback {
 
     fn check(&self, args: &CmdArgs) -> Result<(), LoopbackError> {
         let netns = args.netns.as_deref().ok_or(LoopbackError::NoNetns)?;
-        let (mut nl, idx) = open_lo(netns)?;
-        let lo = nl.link_by_index(idx)?.ok_or(LoopbackError::NoLo)?;
+        let (_, lo) = open_lo(netns)?;
         if !lo.up {
             return Err(LoopbackError::Down);
         }

@@ -215,21 +215,46 @@ fn delegate_that_ignores_stdin() {
     assert_eq!(add("quick", &big, &args).unwrap()["cniVersion"], "0.1.0");
 }
 
-#[test]
-fn text_file_busy_is_retried_then_reported() {
-    // A file open for writing cannot be executed (ETXTBSY); keep it open for the whole call.
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("busy");
+/// A plugin file still open for writing cannot be executed (ETXTBSY).
+fn busy_plugin(dir: &std::path::Path) -> (std::path::PathBuf, fs::File) {
+    let p = dir.join("busy");
     let mut f = fs::File::create(&p).unwrap();
     f.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
     f.flush().unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    (p, f)
+}
+
+#[test]
+fn text_file_busy_is_retried_then_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _writer) = busy_plugin(dir.path());
     let args = cmd_args(vec![dir.path().to_path_buf()]);
-    let e = del("busy", b"{}", &args).unwrap_err();
+    // Busy for the whole call: every retry is taken, with a doubling wait, then reported.
+    let mut waits = Vec::new();
+    let e = exec_retrying(&p, Command::Del, b"{}", &args, &mut |d| waits.push(d)).unwrap_err();
     assert_eq!(e.code, code::IO_FAILURE);
     assert!(e.msg.contains("busy"), "{}", e.msg);
-    drop(f);
-    del("busy", b"{}", &args).unwrap();
+    let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [50, 100, 200, 400, 800]);
+}
+
+#[test]
+fn text_file_busy_clears_on_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, writer) = busy_plugin(dir.path());
+    let args = cmd_args(vec![dir.path().to_path_buf()]);
+    // The installer finishes its copy during the first wait: the retry runs the plugin.
+    let mut writer = Some(writer);
+    let mut waits = 0;
+    exec_retrying(&p, Command::Del, b"{}", &args, &mut |_| {
+        waits += 1;
+        writer.take();
+    })
+    .unwrap();
+    // At least one retry; more only if a process forked by a parallel test briefly held the
+    // write end (fork before exec), which is what the retries are for.
+    assert!(waits >= 1, "no retry");
 }
 
 #[test]

@@ -70,7 +70,15 @@ pub fn is_valid_name(s: &str) -> bool {
     bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// The longest container ID: NAME_MAX, the longest file name. Plugins keep per-container
+/// state in files named after the ID (flannel's `<dataDir>/<containerID>`, as the reference),
+/// so a longer one could never be saved or cleaned up.
+pub const MAX_CONTAINER_ID_LENGTH: usize = 255;
+
 /// Go `utils.ValidateContainerID`: code 3 when empty, code 4 (details = the ID) when invalid.
+/// Also code 4 when the ID cannot be a file name: the spec's characters already rule out
+/// `/`, `.` and `..`, which leaves the length (the Go library has no limit; its flannel then
+/// fails to save with an I/O error).
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     if id.is_empty() {
         return Err(CniError::new(
@@ -84,6 +92,16 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
             "invalid characters in containerID",
         )
         .with_details(id));
+    }
+    if id.len() > MAX_CONTAINER_ID_LENGTH {
+        return Err(
+            CniError::new(code::INVALID_ENVIRONMENT, "containerID is too long").with_details(
+                format!(
+                    "CNI_CONTAINERID must be at most {MAX_CONTAINER_ID_LENGTH} bytes (it names files), got {}",
+                    id.len()
+                ),
+            ),
+        );
     }
     Ok(())
 }
@@ -158,6 +176,18 @@ mod tests {
             (4, "invalid characters in containerID", "bad id")
         );
         assert!(validate_container_id("Abc123").is_ok());
+        // A file name at most: NAME_MAX bytes.
+        assert!(validate_container_id(&"a".repeat(255)).is_ok());
+        let e = validate_container_id(&"a".repeat(10_000)).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str(), e.details.as_str()),
+            (
+                4,
+                "containerID is too long",
+                "CNI_CONTAINERID must be at most 255 bytes (it names files), got 10000"
+            )
+        );
+        assert_eq!(validate_container_id(&"a".repeat(256)).unwrap_err().code, 4);
     }
 
     #[test]

@@ -25,6 +25,8 @@ struct Fake {
     calls: RefCell<Vec<Call>>,
     fail_with: Option<CniError>,
     raw: Option<Value>,
+    /// Panics with this message when called.
+    panic_with: Option<&'static str>,
 }
 
 impl Fake {
@@ -37,6 +39,9 @@ impl Fake {
             a.path.clone(),
             a.version.as_str(),
         ));
+        if let Some(msg) = self.panic_with {
+            panic!("{msg}");
+        }
         match &self.fail_with {
             Some(e) => Err(e.clone()),
             None => Ok(()),
@@ -113,7 +118,7 @@ fn run_with(plugin: &Fake, env: &[(&str, &str)], stdin: &str) -> Outcome {
     let lookup = |k: &str| env.get(k).cloned();
     let mut input = stdin.as_bytes();
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = dispatch(plugin, &info(), &lookup, &mut input, &mut out, &mut err);
+    let code = dispatch_guarded(plugin, &info(), &lookup, &mut input, &mut out, &mut err);
     Outcome {
         code,
         stdout: String::from_utf8(out).unwrap(),
@@ -652,4 +657,25 @@ fn unreadable_stdin_is_io_failure() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["code"], 5);
     assert_eq!(v["msg"], "error reading from stdin: gone");
+}
+
+#[test]
+fn a_panic_is_a_cni_error_object() {
+    for cmd in ["ADD", "DEL", "CHECK"] {
+        let fake = Fake {
+            panic_with: Some("index out of bounds"),
+            ..Fake::default()
+        };
+        let o = run_with(&fake, &full_env(cmd), CONF);
+        assert_eq!(
+            o.error(),
+            (
+                999,
+                "plugin panicked".to_owned(),
+                "index out of bounds".to_owned()
+            ),
+            "{cmd}"
+        );
+        assert_eq!(fake.calls.borrow().len(), 1, "{cmd}: the plugin ran");
+    }
 }
