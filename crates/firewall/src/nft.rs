@@ -37,7 +37,7 @@
 //! nothing newer than Linux 4.18, which registers nat chains with the nat core so they
 //! coexist with iptables' nat table (`inet` nat chains would need 5.2). Dumps ask the
 //! kernel to filter by table and chain and filter again here (older kernels ignore the
-//! filters; `RCNI_NFT_NO_DUMP_FILTERS=1` forces that path in tests).
+//! filters; the shared test switch `RCNI_TEST_KERNEL_FALLBACKS=1` forces that path).
 //!
 //! **Cleaned here too:** the previous rcni layout (table `inet rcni_masquerade`, one nat
 //! *base* chain `a-<hash>` per attachment, which stopped at 1024 pods with E2BIG) and the

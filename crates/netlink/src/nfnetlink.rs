@@ -26,6 +26,7 @@ use netlink_packet_core::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
+use crate::compat;
 use crate::netns::{self, Netns};
 use crate::socket::{align4, ext_ack_message};
 use crate::{Error, Result};
@@ -179,16 +180,19 @@ impl std::fmt::Debug for NfNetlink {
 }
 
 impl NfNetlink {
-    /// Opens a socket in the calling thread's netns.
+    /// Opens a socket in the calling thread's netns, with extended and capped ACKs when the
+    /// kernel has them (never when [`compat::fallbacks_forced`]).
     pub fn new() -> Result<Self> {
         let op = "open nfnetlink socket";
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| Error::io(op, e))?;
         sock.bind_auto().map_err(|e| Error::io(op, e))?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(|e| Error::io(op, e))?;
-        // Both optional (4.12+ / 4.3+): the error string, and errors that do not echo the
-        // whole request back.
-        if let Err(e) = sock.set_ext_ack(true).and_then(|_| sock.set_cap_ack(true)) {
+        if compat::fallbacks_forced() {
+            log::debug!("nfnetlink socket without extended ACKs (old-kernel path)");
+        } else if let Err(e) = sock.set_ext_ack(true).and_then(|_| sock.set_cap_ack(true)) {
+            // Both optional (4.12 / 4.3): the error string, and errors that do not echo the
+            // whole request back (which the parser skips otherwise).
             log::debug!("nfnetlink extended ack unavailable: {e}");
         }
         // Sequence numbers only need to be unique per socket; start from the clock so a

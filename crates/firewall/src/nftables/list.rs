@@ -2,7 +2,8 @@
 //!
 //! Dump filters (table, chain) are sent to the kernel and applied again here: kernels
 //! that do not know a filter attribute ignore it and dump everything. That path is forced
-//! (no filter sent) by [`set_kernel_filters`]`(false)` or `RCNI_NFT_NO_DUMP_FILTERS=1`.
+//! (no filter sent) by the shared old-kernel test switch (`RCNI_TEST_KERNEL_FALLBACKS=1`,
+//! see `netlink::compat`) or, in-process, [`set_kernel_filters`]`(false)`.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -26,7 +27,10 @@ pub fn set_kernel_filters(enabled: bool) {
 fn kernel_filters() -> bool {
     match KERNEL_FILTERS.load(Ordering::Relaxed) {
         0 => {
-            let on = std::env::var_os("RCNI_NFT_NO_DUMP_FILTERS").is_none_or(|v| v != "1");
+            let on = !netlink::compat::fallbacks_forced();
+            if !on {
+                log::debug!("nf_tables dumps without filters (old-kernel path)");
+            }
             set_kernel_filters(on);
             on
         }
