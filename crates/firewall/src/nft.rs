@@ -495,6 +495,35 @@ pub(crate) struct OldLayout {
     pub rules: Vec<Rule>,
 }
 
+impl OldLayout {
+    /// The previous layout's table, read whole (empty when it does not exist).
+    fn read(nl: &mut NfNetlink, tables: &Tables) -> Result<OldLayout, Error> {
+        if !tables.old {
+            return Ok(OldLayout::default());
+        }
+        Ok(OldLayout {
+            chains: list::chains(nl, Some(Family::Inet), TABLE)?
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
+            rules: list::rules(nl, Some(Family::Inet), TABLE, None)?,
+        })
+    }
+}
+
+/// The Go plugin's per-pod rules (chain `masq_checks` of `inet cni_plugins_masquerade`).
+fn read_reference(nl: &mut NfNetlink, tables: &Tables) -> Result<Vec<Rule>, Error> {
+    if !tables.reference {
+        return Ok(Vec::new());
+    }
+    list::rules(
+        nl,
+        Some(Family::Inet),
+        REFERENCE_TABLE,
+        Some(REFERENCE_CHAIN),
+    )
+}
+
 /// Deletes `doomed` old-layout chains and rules; the whole table when nothing of anyone
 /// else would be left in it.
 fn plan_old_cleanup(p: &mut Plan, old: &OldLayout, doomed: &impl Fn(&str) -> bool) {
@@ -641,34 +670,10 @@ pub(crate) fn teardown_in(
             },
         );
     }
-    let old = if tables.old {
-        let chains: Vec<String> = list::chains(nl, Some(Family::Inet), TABLE)?
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
-        // Only this attachment's chain matters here; the rules are read to know whether
-        // deleting it empties the table (which then goes too).
-        if chains.contains(&format!("{OLD_CHAIN_PREFIX}{hash}")) {
-            Some(OldLayout {
-                chains,
-                rules: list::rules(nl, Some(Family::Inet), TABLE, None)?,
-            })
-        } else {
-            None
-        }
-    } else {
-        None
-    };
-    let reference = if tables.reference {
-        list::rules(
-            nl,
-            Some(Family::Inet),
-            REFERENCE_TABLE,
-            Some(REFERENCE_CHAIN),
-        )?
-    } else {
-        Vec::new()
-    };
+    // The previous layout matters only when it holds this attachment's chain.
+    let old = Some(OldLayout::read(nl, tables)?)
+        .filter(|o| o.chains.contains(&format!("{OLD_CHAIN_PREFIX}{hash}")));
+    let reference = read_reference(nl, tables)?;
     let doomed = |h: &str| h == hash;
     commit_with_retries(nl, &mut st, |st, retry| {
         let mut p = Plan::default();
@@ -797,27 +802,8 @@ impl Snapshot {
                 elems,
             });
         }
-        let old = if tables.old {
-            OldLayout {
-                chains: list::chains(nl, Some(Family::Inet), TABLE)?
-                    .into_iter()
-                    .map(|c| c.name)
-                    .collect(),
-                rules: list::rules(nl, Some(Family::Inet), TABLE, None)?,
-            }
-        } else {
-            OldLayout::default()
-        };
-        let reference = if tables.reference {
-            list::rules(
-                nl,
-                Some(Family::Inet),
-                REFERENCE_TABLE,
-                Some(REFERENCE_CHAIN),
-            )?
-        } else {
-            Vec::new()
-        };
+        let old = OldLayout::read(nl, &tables)?;
+        let reference = read_reference(nl, &tables)?;
         Ok(Snapshot {
             tables,
             ours,
