@@ -66,7 +66,9 @@ impl Node {
     fn allocations(&self) -> Vec<String> {
         dir_entries(&Path::new(&self.ipam_dir()).join("cbr0"))
             .into_iter()
-            .filter(|f| f != "lock" && !f.starts_with("last_reserved_ip"))
+            // Everything but the lock, the round-robin files and our owner index: a leftover
+            // temp file counts too.
+            .filter(|f| f != "lock" && f != ".rcni-owners" && !f.starts_with("last_reserved_ip"))
             .collect()
     }
 }

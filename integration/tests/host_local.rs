@@ -497,6 +497,51 @@ fn parallel_mixed_burst_shares_the_lock() {
     );
 }
 
+/// A process that provably holds the store lock: `flock -o` takes it and only then runs a
+/// shell that prints its pid and sleeps. `-o` closes the lock's descriptor in that child, so
+/// the lock dies with `flock` alone. Both are killed on drop.
+struct LockHolder {
+    flock: std::process::Child,
+    sleeper: nix::unistd::Pid,
+}
+
+impl LockHolder {
+    fn take(lock: &Path) -> Self {
+        use std::io::BufRead;
+        let mut flock = Command::new("flock")
+            .arg("-o")
+            .arg(lock)
+            .args(["sh", "-c", "echo $$; exec sleep 600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn flock");
+        // The line comes once the lock is held (flock runs the command only then).
+        let mut line = String::new();
+        std::io::BufReader::new(flock.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the sleeper's pid");
+        let pid: i32 = line.trim().parse().expect("pid");
+        LockHolder {
+            flock,
+            sleeper: nix::unistd::Pid::from_raw(pid),
+        }
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.flock.kill();
+        let _ = self.flock.wait();
+        let _ = nix::sys::signal::kill(self.sleeper, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn lock_is_free(lock: &Path) -> bool {
+    let f = fs::File::open(lock).expect("open lock");
+    f.try_lock().is_ok()
+}
+
 #[test]
 fn killed_lock_holder_and_leftovers_keep_the_store_usable() {
     let o = ours();
@@ -504,31 +549,37 @@ fn killed_lock_holder_and_leftovers_keep_the_store_usable() {
     let cfg = subnet("1.1.0", tmp.path(), "10.9.0.0/24");
     add_ok(&o, &cfg, "c0"); // creates the store: .2
     let dir = store_dir(tmp.path());
+    let lock = dir.join("lock");
 
-    // A process holding the store lock is SIGKILLed: the kernel drops the flock.
-    let mut holder = Command::new("flock")
-        .arg(dir.join("lock"))
-        .args(["sleep", "600"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn flock");
-    holder.kill().expect("kill");
-    holder.wait().expect("reap");
+    // A holder of the store lock is SIGKILLed: the kernel drops its flock, and its child,
+    // still running, does not hold it.
+    let mut holder = LockHolder::take(&lock);
+    assert!(!lock_is_free(&lock), "the holder holds the lock");
+    holder.flock.kill().expect("kill flock");
+    holder.flock.wait().expect("reap flock");
+    assert!(
+        nix::sys::signal::kill(holder.sleeper, None).is_ok(),
+        "its child still runs"
+    );
+    assert!(lock_is_free(&lock), "the lock died with its holder");
+    drop(holder);
 
-    // Leftovers of a plugin killed mid-ADD: an empty reservation (reference:
-    // create then write), our temp file, and a garbage last_reserved_ip.
+    // Leftovers of plugins killed mid-ADD: an empty reservation (reference: create then
+    // write), temp files (ours, and an earlier version's) and a garbage last_reserved_ip.
     fs::write(dir.join("10.9.0.3"), "").expect("write");
     fs::write(dir.join(".tmp-10.9.0.4-99999"), "c7\r\neth0").expect("write");
+    fs::write(dir.join(".tmp-last_reserved_ip.0.99999.0.l"), "10.9.0.9").expect("write");
     fs::write(dir.join("last_reserved_ip.0"), "10.9.").expect("write");
-    // Garbage last_reserved_ip: restart at the range start; .2 and the
-    // empty .3 stay taken; the temp file does not block .4.
+    // Garbage last_reserved_ip: restart at the range start; .2 and the empty .3 stay
+    // taken; the temp files do not block .4.
     assert_eq!(add_ok(&o, &cfg, "c1"), "10.9.0.4");
     assert_eq!(
         add_ok(&theirs(), &subnet("1.0.0", tmp.path(), "10.9.0.0/24"), "c2"),
         "10.9.0.5"
     );
     call(&o, "CHECK", &cfg, "c1").run().expect_ok();
-    // GC reclaims the ownerless empty file and the temp file.
+    call(&o, "CHECK", &cfg, "c2").run().expect_ok();
+    // GC reclaims the ownerless empty file and the temp files.
     let mut gc = cfg.clone();
     gc["cni.dev/valid-attachments"] = json!([
         {"containerID": "c0", "ifname": "eth0"},

@@ -72,6 +72,10 @@ pub enum Error {
         source: netlink::Error,
     },
 
+    /// CHECK found an attachment's rules missing or different (the text says what).
+    #[error("{0}")]
+    Check(String),
+
     /// Several independent steps failed (e.g. both backends during `teardown_all`).
     #[error("{}", ErrorList(.0))]
     Multiple(Vec<Error>),

@@ -113,6 +113,14 @@ pub fn reference_chain(network: &str, container_id: &str) -> String {
     format!("{REFERENCE_CHAIN_PREFIX}{}", &h[..REFERENCE_CHAIN_HEX])
 }
 
+/// The Go reference portmap's per-container DNAT chain: `CNI-DN-` + 21 hex chars of
+/// `sha512(network + containerID)` (28 chars; ifname ignored, as the reference does).
+pub fn reference_dnat_chain(network: &str, container_id: &str) -> String {
+    let prefix = format!("{REFERENCE_CHAIN_PREFIX}DN-");
+    let h = sha512_hex(&format!("{network}{container_id}"));
+    format!("{prefix}{}", &h[..28 - prefix.len()])
+}
+
 /// True for names shaped like a Go reference masquerade chain (`CNI-` + 24 lower hex).
 pub fn is_reference_chain(name: &str) -> bool {
     name.strip_prefix(REFERENCE_CHAIN_PREFIX).is_some_and(|h| {
@@ -159,6 +167,16 @@ mod tests {
         assert!(is_reference_chain(&reference_chain("a", "b")));
         assert!(!is_reference_chain("CNI-HOSTPORT-DNAT"));
         assert!(!is_reference_chain("CNI-DN-0123456789abcdef01234"));
+    }
+
+    #[test]
+    fn reference_dnat_chain_matches_go() {
+        // The chain the Debian v1.1.1 portmap made for network "mynet", container "cid1".
+        assert_eq!(
+            reference_dnat_chain("mynet", "cid1"),
+            "CNI-DN-a631aa8e1549a3b129110"
+        );
+        assert!(!is_reference_chain(&reference_dnat_chain("a", "b")));
     }
 
     #[test]

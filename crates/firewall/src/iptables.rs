@@ -64,17 +64,17 @@ const V6: Family = Family {
 
 /// One `-A CHAIN ...` line of `iptables -S` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RuleLine {
-    chain: String,
+pub(crate) struct RuleLine {
+    pub(crate) chain: String,
     /// The line as printed (what `-D` needs, with `-A` replaced).
-    raw: String,
-    target: Option<String>,
-    comment: Option<String>,
-    source: Option<String>,
+    pub(crate) raw: String,
+    pub(crate) target: Option<String>,
+    pub(crate) comment: Option<String>,
+    pub(crate) source: Option<String>,
 }
 
 impl RuleLine {
-    fn delete_line(&self) -> String {
+    pub(crate) fn delete_line(&self) -> String {
         format!("-D{}", &self.raw[2..])
     }
 }
@@ -386,7 +386,7 @@ fn parse_chains(out: &str) -> HashSet<String> {
 }
 
 /// The `-A` lines of `iptables -S` output.
-fn parse_rules(out: &str) -> Vec<RuleLine> {
+pub(crate) fn parse_rules(out: &str) -> Vec<RuleLine> {
     out.lines()
         .filter(|l| l.starts_with("-A "))
         .filter_map(|l| {
@@ -410,7 +410,7 @@ fn parse_rules(out: &str) -> Vec<RuleLine> {
 
 /// Split an `iptables -S` line into words: whitespace-separated, `"..."` quoted with `\`
 /// escapes (the format iptables prints comments in).
-fn tokenize(line: &str) -> Vec<String> {
+pub(crate) fn tokenize(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;

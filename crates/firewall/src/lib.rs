@@ -1,6 +1,7 @@
 //! IP masquerade for the bridge plugin, as a drop-in for the Go plugins' `ipMasq`, its
-//! MAC spoof check (`macspoofchk`, see [`spoofcheck`]), and an nf_tables encoder spoken
-//! over netlink ([`nftables`]) that other plugins (portmap) can build on.
+//! MAC spoof check (`macspoofchk`, see [`spoofcheck`]), the portmap plugin's port mappings
+//! ([`portmap`]), and an nf_tables encoder spoken over netlink ([`nftables`]) that they can
+//! build on.
 //!
 //! Two backends implement [`Masquerade`]:
 //!
@@ -29,6 +30,7 @@ pub mod hash;
 mod iptables;
 mod nft;
 pub mod nftables;
+pub mod portmap;
 mod runner;
 pub mod spoofcheck;
 

@@ -227,6 +227,12 @@ pub(crate) mod fake {
             self
         }
 
+        /// Answer `proc_net(name)` with `contents`.
+        pub fn with_proc(mut self, name: &str, contents: &str) -> Self {
+            self.proc.push((name.to_string(), contents.to_string()));
+            self
+        }
+
         /// Queue a successful answer with `stdout` for `tool`.
         pub fn answer(&self, tool: &str, stdout: &str) {
             self.push(

@@ -9,16 +9,19 @@
 //!   `<containerID>\r\n<ifname>` (no trailing newline);
 //! * `last_reserved_ip.<rangeSetIndex>` holds the last address handed out of
 //!   each range set (round robin);
-//! * `lock` is `flock(LOCK_EX)`ed around every operation.
+//! * `lock` is `flock(LOCK_EX)`ed around every operation;
+//! * `.rcni-owners` is our owner index (a verified hint, see [`index`]); the
+//!   reference plugin ignores it.
 //!
 //! Modules: [`ip`] (address arithmetic and Go-compatible parsing),
 //! [`range`] / [`range_set`] (canonicalisation and validation),
-//! [`store`] (the [`Store`] trait, an in-memory fake), [`disk`] and [`lock`]
-//! (the real store), [`allocator`] (round-robin allocation).
+//! [`store`] (the [`Store`] trait, an in-memory fake), [`disk`], [`index`] and
+//! [`lock`] (the real store), [`allocator`] (round-robin allocation).
 
 pub mod allocator;
 pub mod disk;
 pub mod error;
+pub mod index;
 pub mod ip;
 pub mod lock;
 pub mod range;
@@ -26,7 +29,7 @@ pub mod range_set;
 pub mod store;
 
 pub use allocator::{Allocation, Allocator};
-pub use disk::{DiskStore, LockedStore};
+pub use disk::{DiskStore, LockedStore, Prepared};
 pub use error::{AllocError, ConfigError, StoreError};
 pub use range::{Range, RawRange};
 pub use range_set::RangeSet;

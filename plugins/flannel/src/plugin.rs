@@ -9,7 +9,8 @@
 //!   config, rebuild it from subnet.env so the IP is still released.
 //! * CHECK: run the delegate's CHECK with the saved config plus our `prevResult`.
 //! * STATUS: subnet.env must be loadable (else 50), then the delegate's STATUS.
-//! * GC: the delegate's GC, and drop saved configs of attachments that are no longer valid.
+//! * GC: the delegate's GC, drop saved configs of attachments that are no longer valid, and
+//!   sweep temp files of killed saves.
 
 use std::collections::HashSet;
 
@@ -259,7 +260,9 @@ impl Plugin for Flannel {
         // Keep going on errors (spec): forward first, then drop stale files; report the first.
         let forwarded = forward_gc(&conf, args);
         let dropped = drop_stale(&conf, args);
-        forwarded.and(dropped)
+        // Temp files of killed saves go whatever the list says: their writers are gone.
+        let swept = Store::new(&conf.data_dir).sweep().map(drop);
+        forwarded.and(dropped).and(swept.map_err(Into::into))
     }
 }
 

@@ -5,20 +5,39 @@
 //! for that compatibility: two flannel attachments in one container (two ifnames, or two
 //! flannel networks sharing a dataDir) would share one file.
 //!
-//! Writes are crash-safe: temp file (0600) → write → fsync → rename → fsync of the directory.
-//! A zero-byte file after a reboot (cni-plugin#43) cannot come from us.
+//! Writes follow the rule of [`atomic_file`]: written and fsynced without a name, published
+//! whole (linked when new, renamed over the old one when re-saved), the directory fsynced
+//! before ADD goes on; a removal is fsynced too. A zero-byte file after a reboot
+//! (cni-plugin#43) cannot come from us, and a save killed at any point leaves no temp file
+//! behind unless it was replacing a file; those, and the `.<id>.tmp<pid>` files of earlier
+//! versions, are swept by GC and by the next save that replaces a file.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use atomic_file::{Durability, Published};
 
 use crate::error::FlannelError;
+
+/// Mode of saved configs.
+const FILE_MODE: u32 = 0o600;
 
 /// The directory of saved delegate configs.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+}
+
+/// Whether `name` is a temp file of an earlier version (`.<id>.tmp<pid>`), which held no
+/// lock: only its age tells that its writer is gone.
+fn is_legacy_temp(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp"))
+        .is_some_and(|(id, pid)| {
+            !id.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 impl Store {
@@ -51,19 +70,23 @@ impl Store {
             .mode(0o700)
             .create(&self.dir)
             .map_err(io_err)?;
-        // A leading dot keeps temp files apart from container IDs (which start with [a-zA-Z0-9]).
-        let tmp = self.dir.join(format!(
-            ".{}.tmp{}",
-            tmp_id_part(container_id),
-            std::process::id()
-        ));
-        let result = write_synced(&tmp, bytes)
-            .and_then(|()| fs::rename(&tmp, &path))
-            .and_then(|()| File::open(&self.dir)?.sync_all());
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        let published = atomic_file::write_replace(
+            &self.dir,
+            container_id,
+            bytes,
+            FILE_MODE,
+            Durability::Durable,
+        )
+        .and_then(|p| atomic_file::sync_dir(&self.dir).map(|()| p))
+        .map_err(io_err)?;
+        // Only a save that replaces a file passes through a temp name: one killed there
+        // left it behind. A new file is linked in place and leaves nothing.
+        if published == Published::Replaced
+            && let Err(e) = self.sweep()
+        {
+            log::warn!("{e}");
         }
-        result.map_err(io_err)
+        Ok(())
     }
 
     /// The saved bytes of `container_id`, or `None` when there is no saved file.
@@ -76,15 +99,43 @@ impl Store {
         }
     }
 
-    /// Removes the saved config of `container_id`; a missing file is fine.
+    /// Removes the saved config of `container_id` durably; a missing file is fine.
     pub fn remove(&self, container_id: &str) -> Result<(), FlannelError> {
         let path = self.path(container_id)?;
-        match fs::remove_file(&path) {
+        let removed =
+            atomic_file::remove(&self.dir, container_id).and_then(|removed| match removed {
+                true => atomic_file::sync_dir(&self.dir),
+                false => Ok(()),
+            });
+        match removed {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(FlannelError::Remove { path, source: e })
             }
             _ => Ok(()),
         }
+    }
+
+    /// Removes temp files whose writer is gone (killed mid-save): ours once their lock is
+    /// free, earlier versions' once older than [`atomic_file::UNLOCKED_GRACE`]. Returns how
+    /// many were removed; nothing to do when the directory does not exist.
+    pub fn sweep(&self) -> Result<usize, FlannelError> {
+        let list_err = |source| FlannelError::List {
+            path: self.dir.clone(),
+            source,
+        };
+        let swept = match atomic_file::sweep(&self.dir) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(list_err(e)),
+        };
+        let legacy =
+            atomic_file::sweep_legacy(&self.dir, is_legacy_temp, atomic_file::UNLOCKED_GRACE)
+                .map_err(list_err)?;
+        let n = swept.removed.len() + legacy.len();
+        if n > 0 {
+            atomic_file::sync_dir(&self.dir).map_err(list_err)?;
+        }
+        Ok(n)
     }
 
     /// Container IDs that have a saved config (temp files excluded); empty when the
@@ -112,37 +163,12 @@ impl Store {
     }
 }
 
-/// The longest ID prefix a temp file name holds: NAME_MAX (255) less the leading dot, `.tmp`
-/// and a pid (at most 7 digits: pid_max is at most 2^22), so that a container ID of any valid
-/// length (up to 255 bytes) still has a temp file name.
-const TMP_ID_MAX: usize = 255 - 1 - 4 - 7;
-
-/// `container_id`, cut to [`TMP_ID_MAX`] bytes on a character boundary.
-fn tmp_id_part(container_id: &str) -> &str {
-    let mut end = container_id.len().min(TMP_ID_MAX);
-    while !container_id.is_char_boundary(end) {
-        end -= 1;
-    }
-    &container_id[..end]
-}
-
-/// Creates/truncates `path` with mode 0600, writes `bytes` and fsyncs.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // A leftover temp file keeps its old mode through O_CREAT: force 0600.
-    f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).expect("metadata").permissions().mode() & 0o777
@@ -193,14 +219,80 @@ mod tests {
         assert_eq!(store.ids().expect("ids"), vec!["c3".to_owned()]);
     }
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn backdate(path: &Path) {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(3600)))
+            .expect("set mtime");
+    }
+
+    /// Temp files whose writer is gone are swept, a live writer's never: by GC (`sweep`)
+    /// and by a save that replaces a file.
     #[test]
-    fn saves_under_the_longest_file_name() {
+    fn leftovers_of_killed_saves_are_swept() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Store::new(tmp.path());
-        let id = "c".repeat(255);
-        store.save(&id, b"x").expect("save a 255-byte ID");
-        assert_eq!(store.ids().expect("ids"), vec![id]);
-        assert_eq!(tmp_id_part(&"é".repeat(200)).len(), 242);
+        assert_eq!(
+            Store::new(tmp.path().join("none")).sweep().expect("sweep"),
+            0
+        );
+        store.save("c1", b"{}").expect("save");
+        // A save killed between naming its temp file and renaming it: our name, no lock.
+        let dead = ".tmp-c2.4242.0.l";
+        fs::write(tmp.path().join(dead), b"{}").expect("write");
+        // An earlier version's leftovers, old and young (maybe still being written).
+        fs::write(tmp.path().join(".c3.tmp4243"), b"{}").expect("write");
+        backdate(&tmp.path().join(".c3.tmp4243"));
+        fs::write(tmp.path().join(".c4.tmp4244"), b"{}").expect("write");
+        // A save in progress right now, between naming and renaming: it holds the lock.
+        let live = ".tmp-c5.4245.0.l";
+        fs::write(tmp.path().join(live), b"{}").expect("write");
+        backdate(&tmp.path().join(live));
+        let held = fs::File::open(tmp.path().join(live)).expect("open");
+        held.lock().expect("lock");
+
+        // A new file is linked in place: that save does not sweep (nor leave anything).
+        store.save("c6", b"{}").expect("save");
+        assert!(tmp.path().join(dead).exists());
+        // Replacing one does.
+        store.save("c1", b"{\"a\":1}").expect("save again");
+        assert_eq!(
+            names(tmp.path()),
+            [".c4.tmp4244", live, "c1", "c6"],
+            "dead and old leftovers swept, the live writer's file kept"
+        );
+        assert_eq!(store.ids().expect("ids"), ["c1", "c6"]);
+        // Its writer is killed: the kernel drops the lock, GC sweeps the file.
+        drop(held);
+        assert_eq!(store.sweep().expect("sweep"), 1);
+        assert_eq!(names(tmp.path()), [".c4.tmp4244", "c1", "c6"]);
+    }
+
+    #[test]
+    fn legacy_temp_names() {
+        for name in [".c1.tmp42", ".abc.def.tmp1"] {
+            assert!(is_legacy_temp(name), "{name}");
+        }
+        for name in [
+            "c1",
+            ".c1.tmp",
+            ".tmp42",
+            ".c1.tmpx",
+            ".tmp-c1.1.2.l",
+            "c1.tmp42",
+        ] {
+            assert!(!is_legacy_temp(name), "{name}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use cni::config::Attachment;
 use cni::skel::{AddOutput, CmdArgs, Plugin};
 use cni::{CniError, CniResult, IpConfig};
-use ipam_store::{Allocator, DiskStore, Owner, Store};
+use ipam_store::{AllocError, Allocation, Allocator, DiskStore, Owner, RangeSet, Store};
 
 use crate::config::{self, IpamConfig};
 use crate::dns;
@@ -49,19 +49,30 @@ fn rollback(store: &DiskStore, reserved: &[IpAddr], args: &CmdArgs) {
     if reserved.is_empty() {
         return;
     }
-    let released = store.lock().and_then(|mut locked| {
-        let ours: Vec<IpAddr> = locked
-            .list()?
-            .into_iter()
-            .filter(|e| reserved.contains(&e.ip))
-            .filter(|e| e.matches_attachment(&args.container_id, &args.ifname))
-            .map(|e| e.ip)
-            .collect();
-        ours.into_iter().try_for_each(|ip| locked.release(ip))
-    });
+    let released = store
+        .lock()
+        .and_then(|mut l| l.release_own(&args.container_id, &args.ifname, reserved));
     if let Err(e) = released {
         log::warn!("releasing after a failed ADD: {e}");
     }
+    if let Err(e) = store.sync() {
+        log::warn!("after a failed ADD: {e}");
+    }
+}
+
+/// One address of range set `idx` for the attachment. Its reservation file is written and
+/// fsynced before the lock is taken, so concurrent ADDs do not wait on each other's fsync.
+fn allocate(
+    store: &DiskStore,
+    set: &RangeSet,
+    idx: usize,
+    args: &CmdArgs,
+    wanted: Option<IpAddr>,
+) -> Result<Allocation, AllocError> {
+    let prepared = store.prepare(&args.container_id, &args.ifname)?;
+    let mut locked = store.lock()?;
+    locked.stage(prepared);
+    Allocator::new(set, idx).get(&mut locked, &args.container_id, &args.ifname, wanted)
 }
 
 /// ADD: one address per range set, requested ones first.
@@ -79,10 +90,7 @@ fn add(args: &CmdArgs) -> Result<CniResult, PluginError> {
             .iter()
             .position(|ip| set.contains(*ip))
             .map(|pos| requested.remove(pos));
-        let allocated = store.lock().map_err(Into::into).and_then(|mut locked| {
-            Allocator::new(set, idx).get(&mut locked, &args.container_id, &args.ifname, wanted)
-        });
-        match allocated {
+        match allocate(&store, set, idx, args, wanted) {
             Ok(a) => result.ips.push(IpConfig {
                 interface: None,
                 address: a.address,
@@ -98,6 +106,11 @@ fn add(args: &CmdArgs) -> Result<CniResult, PluginError> {
         rollback(&store, &reserved(&result), args);
         return Err(PluginError::RequestedLeftover(requested));
     }
+    // Reported only once it survives a power cut.
+    if let Err(e) = store.sync() {
+        rollback(&store, &reserved(&result), args);
+        return Err(e.into());
+    }
     result.routes = conf.routes;
     Ok(result)
 }
@@ -107,21 +120,22 @@ fn reserved(result: &CniResult) -> Vec<IpAddr> {
     result.ips.iter().map(|ip| ip.address.ip()).collect()
 }
 
-/// DEL: release the attachment's addresses, per range set under the lock
-/// (as the reference; unknown attachments succeed).
+/// DEL: release the attachment's addresses as the reference's one `Release` per range set
+/// does, under one lock (unknown attachments succeed).
 fn del(args: &CmdArgs) -> Result<(), PluginError> {
     let conf = load(args)?;
     let store = DiskStore::open(&conf.data_dir, &conf.name)?;
+    let released = store.lock().and_then(|mut l| {
+        l.release_attachment(&args.container_id, &args.ifname, conf.ranges.len())
+    });
     let mut errors = Vec::new();
-    for _ in &conf.ranges {
-        let released = store
-            .lock()
-            .and_then(|mut l| l.release_by_id(&args.container_id, &args.ifname));
-        match released {
-            Ok(ips) if !ips.is_empty() => log::debug!("released {ips:?}"),
-            Ok(_) => {}
-            Err(e) => errors.push(e.to_string()),
-        }
+    match released {
+        Ok(ips) if !ips.is_empty() => log::debug!("released {ips:?}"),
+        Ok(_) => {}
+        Err(e) => errors.push(e.to_string()),
+    }
+    if let Err(e) = store.sync() {
+        errors.push(e.to_string());
     }
     if errors.is_empty() {
         Ok(())
@@ -130,11 +144,15 @@ fn del(args: &CmdArgs) -> Result<(), PluginError> {
     }
 }
 
-/// CHECK: the attachment owns at least one address (any address).
+/// CHECK: the attachment owns at least one address (any address). A `prevResult` that is
+/// there must parse, as for every other plugin.
 fn check(args: &CmdArgs) -> Result<(), PluginError> {
     let conf = load(args)?;
+    args.conf.parsed_prev_result()?;
     let store = DiskStore::open(&conf.data_dir, &conf.name)?;
-    let found = store.lock()?.find_by_id(&args.container_id, &args.ifname)?;
+    let found = store
+        .lock()?
+        .find_attachment(&args.container_id, &args.ifname)?;
     if found.is_empty() {
         return Err(PluginError::NotFound(args.container_id.clone()));
     }
@@ -161,24 +179,26 @@ fn is_live(owner: &Owner, valid: &HashSet<(&str, &str)>, containers: &HashSet<&s
     }
 }
 
-/// GC: release every reservation not owned by a valid attachment, and
-/// temp files left by killed processes. `lock` and `last_reserved_ip.*`
-/// stay. Without `cni.dev/valid-attachments` nothing is released.
+/// GC: remove temp files left by killed processes (always safe: a live writer's
+/// are locked), then release every reservation not owned by a valid attachment. `lock`,
+/// `last_reserved_ip.*` and the owner index stay. Without `cni.dev/valid-attachments`
+/// nothing is released.
 fn gc(args: &CmdArgs) -> Result<(), PluginError> {
     let conf = load(args)?;
-    let Some(attachments) = args.conf.valid_attachments()? else {
+    let attachments = args.conf.valid_attachments()?;
+    let store = DiskStore::open(&conf.data_dir, &conf.name)?;
+    let mut locked = store.lock()?;
+    locked.remove_stale_temp_files()?;
+    let Some(attachments) = attachments else {
         log::warn!("GC without cni.dev/valid-attachments: nothing released");
-        return Ok(());
+        drop(locked);
+        return Ok(store.sync()?);
     };
     let valid: HashSet<(&str, &str)> = attachments
         .iter()
         .map(|a: &Attachment| (a.container_id.trim(), a.ifname.as_str()))
         .collect();
     let containers: HashSet<&str> = valid.iter().map(|(c, _)| *c).collect();
-
-    let store = DiskStore::open(&conf.data_dir, &conf.name)?;
-    let mut locked = store.lock()?;
-    locked.remove_stale_temp_files()?;
     let stale: Vec<(IpAddr, Owner)> = locked
         .list()?
         .into_iter()
@@ -189,7 +209,8 @@ fn gc(args: &CmdArgs) -> Result<(), PluginError> {
         log::info!("GC: releasing {ip} ({owner:?})");
         locked.release(ip)?;
     }
-    Ok(())
+    drop(locked);
+    Ok(store.sync()?)
 }
 
 #[cfg(test)]
@@ -272,6 +293,60 @@ mod tests {
         assert!(!tmp.path().join("net/10.0.0.2").exists());
         assert!(!tmp.path().join("net/fd00::2").exists());
         assert_eq!(run("DEL", "c1", "eth0", "", &c).0, 0);
+    }
+
+    /// The first range set is served, the second fails: the first's address must go.
+    #[test]
+    fn a_failed_add_releases_what_it_reserved() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let c = conf(
+            tmp.path(),
+            json!([[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/126"}]]),
+        );
+        // fd00::/126 has two addresses: fill them.
+        for cid in ["c1", "c2"] {
+            let (code, r) = run("ADD", cid, "eth0", "", &c);
+            assert_eq!(code, 0, "{r}");
+        }
+        let (code, e) = run("ADD", "c3", "eth0", "", &c);
+        assert_eq!(code, 1, "{e}");
+        assert_eq!(
+            e["msg"],
+            json!(
+                "failed to allocate for range 1: no IP addresses available in range set: fd00::1-fd00::3"
+            )
+        );
+        // c3 got 10.0.0.4 from the first set before the second failed.
+        assert!(!tmp.path().join("net/10.0.0.4").exists(), "rolled back");
+        let (code, r) = run("ADD", "c4", "eth1", "IP=10.0.0.9", &c);
+        assert_eq!(code, 1, "{r}");
+        assert!(!tmp.path().join("net/10.0.0.9").exists(), "rolled back");
+        // The rest is intact.
+        for f in ["10.0.0.2", "10.0.0.3", "fd00::2", "fd00::3"] {
+            assert!(tmp.path().join("net").join(f).exists(), "{f}");
+        }
+    }
+
+    #[test]
+    fn check_refuses_a_malformed_prev_result() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut c = conf(tmp.path(), json!([[{"subnet": "10.0.0.0/24"}]]));
+        let (code, r) = run("ADD", "c1", "eth0", "", &c);
+        assert_eq!(code, 0, "{r}");
+        c["prevResult"] = r;
+        assert_eq!(run("CHECK", "c1", "eth0", "", &c).0, 0);
+        for bad in [
+            json!({"ips": "nope"}),
+            json!("x"),
+            json!({"ips": [{"address": "10.0.0.300/24"}]}),
+        ] {
+            c["prevResult"] = bad.clone();
+            let (code, e) = run("CHECK", "c1", "eth0", "", &c);
+            assert_eq!(code, 1, "{bad}: {e}");
+            assert_eq!(e["code"], json!(6), "{bad}: {e}");
+            let msg = e["msg"].as_str().unwrap_or_default();
+            assert!(msg.starts_with("could not parse prevResult: "), "{msg}");
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! The atomic file install: temporary file in the target directory, fsync, rename, fsync
-//! of the directory. A reader (kubelet, containerd, a runtime exec'ing a plugin) sees either
-//! the old file or the new one, never a partial one, even across a crash; and a running
+//! The atomic file install, by the rule of [`atomic_file`]: written and fsynced without a
+//! name, linked in place when new or renamed over the old file, then one fsync of the
+//! directory. A reader (kubelet, containerd, a runtime exec'ing a plugin) sees either the old
+//! file or the new one, never a partial one, even across a crash or a power cut; and a running
 //! binary is replaced without `ETXTBSY`.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use atomic_file::Durability;
 
 use crate::Error;
 
@@ -26,16 +28,8 @@ pub const BIN_MODE: u32 = 0o755;
 /// Mode of installed configs.
 pub const CONF_MODE: u32 = 0o644;
 
-/// Prefix of our temporary files. Hidden, and without a `.conf`/`.conflist`/`.json` suffix,
-/// so neither libcni's config loader nor a `CNI_PATH` lookup ever picks one up.
-const TEMP_PREFIX: &str = ".install-cni.";
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// True for names [`install_file`] uses for its temporary files.
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with(TEMP_PREFIX)
-}
+/// Prefix of the temp files of earlier versions, which held no lock.
+const LEGACY_TEMP_PREFIX: &str = ".install-cni.";
 
 /// Installs `contents` as `dir/name` with `mode`, atomically; creates `dir` (0755) when
 /// missing. Does nothing when the target already has the same bytes and mode.
@@ -57,15 +51,13 @@ pub fn install_file(contents: &[u8], dir: &Path, name: &str, mode: u32) -> Resul
         .mode(0o755)
         .create(dir)
         .map_err(fail("creating the directory"))?;
-
-    let temp = Temp::create(dir, name, mode).map_err(fail("creating a temporary file"))?;
-    write_synced(temp.file()?, contents, mode).map_err(fail("writing the temporary file"))?;
-    fs::rename(&temp.path, &target).map_err(fail("renaming the temporary file"))?;
-    temp.disarm();
-    // The rename is durable only once the directory is synced.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(fail("syncing the directory"))?;
+    let pending = atomic_file::Pending::create(dir, name, contents, mode, Durability::Durable)
+        .map_err(fail("writing the temporary file"))?;
+    pending
+        .publish(name)
+        .map_err(fail("putting the new file in place"))?;
+    // The new name is durable only once the directory is synced.
+    atomic_file::sync_dir(dir).map_err(fail("syncing the directory"))?;
     Ok(Outcome::Installed)
 }
 
@@ -85,95 +77,24 @@ fn is_up_to_date(target: &Path, contents: &[u8], mode: u32) -> io::Result<bool> 
     Ok(fs::read(target)? == contents)
 }
 
-fn write_synced(mut f: &File, contents: &[u8], mode: u32) -> io::Result<()> {
-    f.write_all(contents)?;
-    // The umask may have narrowed the create mode.
-    f.set_permissions(Permissions::from_mode(mode))?;
-    f.sync_all()
-}
-
-/// A temporary file, removed on drop unless renamed into place.
-struct Temp {
-    path: PathBuf,
-    file: Option<File>,
-    armed: bool,
-}
-
-impl Temp {
-    fn create(dir: &Path, name: &str, mode: u32) -> io::Result<Self> {
-        loop {
-            let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("{TEMP_PREFIX}{name}.{}.{seq}", std::process::id()));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(Temp {
-                        path,
-                        file: Some(file),
-                        armed: true,
-                    });
-                }
-                // A leftover of a killed earlier run with the same pid: take the next name.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn file(&self) -> Result<&File, Error> {
-        self.file.as_ref().ok_or_else(|| Error::Install {
-            target: self.path.clone(),
-            step: "opening the temporary file",
-            source: io::Error::other("closed"),
-        })
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        drop(self.file.take());
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Temporary files older than this are leftovers of a killed run, not of a concurrent one.
+/// Earlier versions' temporary files older than this are leftovers of a killed run, not of a
+/// concurrent one (they held no lock).
 pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 
-/// Removes our temporary files that a killed earlier run left in `dir` (best effort). Only
-/// those older than [`STALE_AFTER`]: a younger one may belong to an install-cni running right
-/// now (two DaemonSet pods overlap during a rollout).
+/// Removes the temporary files that killed runs left in `dir` (best effort): ours as soon as
+/// no writer holds them (two DaemonSet pods overlap during a rollout, each in its own pid
+/// namespace: the lock, not a pid, tells), earlier versions' once older than [`STALE_AFTER`].
 pub fn remove_stale_temps(dir: &Path) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    let now = SystemTime::now();
-    for e in rd.flatten() {
-        if !e.file_name().to_str().is_some_and(is_temp_name) {
-            continue;
-        }
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age > STALE_AFTER);
-        if old {
-            let _ = fs::remove_file(e.path());
-        }
-    }
+    // Best effort: a directory that cannot be listed fails the install right after anyway.
+    let _ = atomic_file::sweep(dir);
+    let _ = atomic_file::sweep_legacy(dir, |n| n.starts_with(LEGACY_TEMP_PREFIX), STALE_AFTER);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{File, Permissions};
+    use std::time::SystemTime;
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -269,7 +190,10 @@ mod tests {
         // The target is a non-empty directory: rename fails, nothing else changes.
         fs::create_dir_all(t.path().join("x/inner")).expect("mkdir");
         let err = install_file(b"data", t.path(), "x", CONF_MODE).expect_err("must fail");
-        assert!(err.to_string().contains("renaming"), "{err}");
+        assert!(
+            err.to_string().contains("putting the new file in place"),
+            "{err}"
+        );
         assert_eq!(entries(t.path()), ["x"]);
         assert!(t.path().join("x/inner").is_dir());
     }
@@ -283,6 +207,17 @@ mod tests {
         drop(old);
         fs::write(t.path().join(".install-cni.bridge.2.0"), b"in progress").expect("write");
         fs::write(t.path().join("flannel"), b"keep").expect("write");
+        // Ours: a killed run's (no lock held) goes at once, a live run's (locked) stays.
+        fs::write(t.path().join(".tmp-bridge.77.0.l"), b"killed").expect("write");
+        fs::write(t.path().join(".tmp-loopback.78.0.l"), b"live").expect("write");
+        let live = File::open(t.path().join(".tmp-loopback.78.0.l")).expect("open");
+        live.lock().expect("lock");
+        remove_stale_temps(t.path());
+        assert_eq!(
+            entries(t.path()),
+            [".install-cni.bridge.2.0", ".tmp-loopback.78.0.l", "flannel"]
+        );
+        drop(live);
         remove_stale_temps(t.path());
         assert_eq!(entries(t.path()), [".install-cni.bridge.2.0", "flannel"]);
     }
