@@ -446,7 +446,7 @@ fn healthy_vxlan_node_with_masquerade_has_no_findings() {
     let text = node.doctor_with(PATH, &[]);
     assert!(
         text.stdout
-            .contains("✓ pod rules: 2 masquerade or port-mapping rule sets"),
+            .contains("✓ pod rules: 2 masquerade rule sets and 0 port-mapping rule sets"),
         "{}",
         text.stdout
     );
@@ -740,8 +740,10 @@ fn leave_rules(node: &TestNetns, network: &str, cid: &str, ip: &str) {
         ifname: "eth0".into(),
     };
     let ips = [format!("{ip}/24").parse().unwrap()];
-    Nftables::new(SystemRunner::in_named_netns(node.name()))
-        .setup(&att, &ips)
+    // nf_tables is spoken over netlink in the calling thread's netns: enter the node's.
+    let ns = netlink::Netns::open(node.path()).unwrap();
+    netlink::netns::run_in(&ns, || Nftables::new().setup(&att, &ips))
+        .unwrap()
         .unwrap();
     Iptables::new(SystemRunner::in_named_netns(node.name()))
         .setup(&att, &ips)

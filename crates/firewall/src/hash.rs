@@ -14,8 +14,11 @@ use crate::Attachment;
 use sha2::{Digest, Sha512};
 use std::fmt::Write;
 
-/// nftables' maximum comment length (bytes).
+/// nftables' maximum comment length (bytes; what `nft` accepts and shows).
 pub const COMMENT_MAX: usize = 128;
+/// iptables' maximum comment length (bytes; `XT_MAX_COMMENT_LEN` minus the NUL). A 64-hex
+/// container ID fits whole with the usual network and interface names.
+pub const IPTABLES_COMMENT_MAX: usize = 255;
 /// Length of [`network_hash`].
 pub const NETWORK_HASH_LEN: usize = 16;
 /// Length of [`instance_hash`] (`16 + 1 + 16`).
@@ -53,8 +56,18 @@ pub fn instance_hash(att: &Attachment) -> String {
     )
 }
 
-/// Rule comment: the instance hash followed by readable identifiers, at most [`COMMENT_MAX`] bytes.
+/// nftables rule comment: the instance hash followed by readable identifiers, at most
+/// [`COMMENT_MAX`] bytes.
 pub fn comment(att: &Attachment) -> String {
+    comment_within(att, COMMENT_MAX)
+}
+
+/// iptables rule comment: as [`comment`], at most [`IPTABLES_COMMENT_MAX`] bytes.
+pub fn iptables_comment(att: &Attachment) -> String {
+    comment_within(att, IPTABLES_COMMENT_MAX)
+}
+
+fn comment_within(att: &Attachment, max: usize) -> String {
     let mut c = format!(
         "{}, net: {}, if: {}, id: {}",
         instance_hash(att),
@@ -62,8 +75,8 @@ pub fn comment(att: &Attachment) -> String {
         sanitize(&att.ifname),
         sanitize(&att.container_id)
     );
-    if c.len() > COMMENT_MAX {
-        let mut end = COMMENT_MAX;
+    if c.len() > max {
+        let mut end = max;
         while !c.is_char_boundary(end) {
             end -= 1;
         }
@@ -190,6 +203,18 @@ mod tests {
         assert!(c.len() <= COMMENT_MAX);
         assert!(c.contains("net: net, if: eth0, id: é"));
         assert!(!c.contains('"'));
+    }
+
+    #[test]
+    fn iptables_comment_keeps_a_whole_container_id() {
+        let cid = "0123456789abcdef".repeat(4);
+        let a = att("cbr0", &cid, "eth0");
+        assert!(iptables_comment(&a).ends_with(&format!("id: {cid}")));
+        // The nftables comment (128 bytes) would not hold a long network name and the ID.
+        let long = att(&"n".repeat(40), &cid, "eth0");
+        assert!(!comment(&long).ends_with(&cid));
+        assert!(iptables_comment(&long).ends_with(&cid));
+        assert!(iptables_comment(&att(&"n".repeat(300), &cid, "eth0")).len() <= 255);
     }
 
     #[test]

@@ -363,7 +363,7 @@ fn collect_ignoring_missing_tools(results: Vec<Result<(), Error>>) -> Result<(),
     let errors = results
         .into_iter()
         .filter_map(Result::err)
-        .filter_map(Error::without_missing_tools)
+        .filter_map(Error::without_absent_backends)
         .collect();
     Error::collect(errors)
 }

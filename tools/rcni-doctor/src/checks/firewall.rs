@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use firewall::{OwnerKey, RuleKind, RuleOwner, Runner};
+use firewall::{Masquerade, Runner};
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
@@ -395,78 +395,155 @@ pub fn forward_drop(ctx: &Context) -> CheckResult {
     })
 }
 
-/// A rule owner for people: where, what, and whose.
-fn describe(o: &RuleOwner) -> String {
-    let what = match o.kind {
-        RuleKind::PortMapping => "port mapping",
-        _ => "masquerade",
-    };
-    match &o.key {
-        OwnerKey::Instance { comment, .. } => match comment.split_once(", ") {
-            Some((_, who)) => format!("{} ({what}, {who})", o.location),
-            None => format!("{} ({what})", o.location),
-        },
-        OwnerKey::Container {
-            container_id,
-            ifname,
-            ..
-        } => {
-            let ifname = ifname
-                .as_deref()
-                .map_or_else(String::new, |i| format!(", if: {i}"));
-            format!(
-                "{} ({what}{ifname}, id: {})",
-                o.location,
-                super::short_id(container_id)
-            )
+/// Whose rules these are, as the listing tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// The instance hash (ours, the Go nftables backend) or the Go iptables chain name.
+    Key(String),
+    /// Port mappings that name their container (and maybe interface).
+    Container {
+        container_id: String,
+        ifname: Option<String>,
+    },
+}
+
+/// One attachment's rules of one kind in one place.
+#[derive(Debug, Clone)]
+struct Rules {
+    /// `masquerade` or `port mapping`.
+    kind: &'static str,
+    /// Where, and whose, for people.
+    what: String,
+    owner: Owner,
+}
+
+impl Rules {
+    fn belongs_to(&self, network: &str, cid: &str, ifname: &str) -> bool {
+        match &self.owner {
+            Owner::Key(k) => {
+                let att = firewall::Attachment {
+                    network: network.to_owned(),
+                    container_id: cid.to_owned(),
+                    ifname: ifname.to_owned(),
+                };
+                *k == firewall::hash::instance_hash(&att)
+                    || *k == firewall::hash::reference_chain(network, cid)
+            }
+            Owner::Container {
+                container_id,
+                ifname: i,
+            } => container_id == cid && i.as_deref().is_none_or(|i| i == ifname),
         }
     }
+}
+
+/// The masquerade and port-mapping rules of `network`'s attachments, through the firewall
+/// crate's listings: masquerade over netlink (nftables) and with `iptables`, port mappings
+/// with portmap's listing. Port mappings that do not name their network are left out:
+/// nothing may act on them.
+fn rules_of(ctx: &Context, network: &str) -> Result<Vec<Rules>, Outcome> {
+    let cannot = |e: firewall::Error| {
+        Outcome::Unchecked(format!(
+            "cannot list masquerade and port-mapping rules: {e}"
+        ))
+    };
+    let masq = |l: firewall::Listed| {
+        let who = l
+            .comment
+            .as_deref()
+            .and_then(|c| c.split_once(", "))
+            .map_or_else(String::new, |(_, who)| format!(", {who}"));
+        Rules {
+            kind: "masquerade",
+            what: format!("{} {} (masquerade{who})", l.layout, l.key),
+            owner: Owner::Key(l.key),
+        }
+    };
+    let mut out = Vec::new();
+    match firewall::Nftables::new().attachments(network) {
+        Ok(v) => out.extend(v.into_iter().map(masq)),
+        // No nf_tables in this kernel: no such rules either.
+        Err(e) if e.is_nftables_unavailable() => {}
+        Err(e) => return Err(cannot(e)),
+    }
+    if !ctx.runner.has("iptables") && !ctx.runner.has("ip6tables") {
+        return Err(Outcome::Unchecked(
+            "iptables is not on PATH, so iptables masquerade and port-mapping rules (which \
+             kube-proxy's or another image's iptables may have made) cannot be listed"
+                .into(),
+        ));
+    }
+    let ipt = firewall::Iptables::new(ctx.runner);
+    out.extend(
+        ipt.attachments(network)
+            .map_err(cannot)?
+            .into_iter()
+            .map(masq),
+    );
+    for l in firewall::portmap::list_all_with(&ctx.runner).map_err(cannot)? {
+        let (Some(net), Some(cid)) = (l.network, l.container_id) else {
+            continue;
+        };
+        if net != network {
+            continue;
+        }
+        let place = match l.backend {
+            firewall::Backend::Iptables if l.v6 => "ip6tables nat",
+            firewall::Backend::Iptables => "iptables nat",
+            firewall::Backend::Nftables => "nftables",
+        };
+        let ifname = l
+            .ifname
+            .as_deref()
+            .map_or_else(String::new, |i| format!(", if: {i}"));
+        out.push(Rules {
+            kind: "port mapping",
+            what: format!(
+                "{place} {} (port mapping{ifname}, id: {})",
+                l.chain,
+                super::short_id(&cid)
+            ),
+            owner: Owner::Container {
+                container_id: cid,
+                ifname: l.ifname,
+            },
+        });
+    }
+    Ok(out)
 }
 
 pub fn leftover_rules(ctx: &Context) -> CheckResult {
     check("pod rules", || {
         let network = ctx.network_name()?;
-        let owners = firewall::rule_owners(&ctx.runner).map_err(|e| {
-            Outcome::Unchecked(if e.is_tool_not_found() {
-                "neither nft nor iptables is on PATH, so masquerade and port-mapping rules cannot \
-                 be listed"
-                    .into()
-            } else {
-                format!("cannot list masquerade and port-mapping rules: {e}")
-            })
-        })?;
-        let ours: Vec<&RuleOwner> = owners.iter().filter(|o| o.network_is(network)).collect();
+        let ours = rules_of(ctx, network)?;
         if ours.is_empty() {
             return Ok(Outcome::Pass(format!(
                 "no masquerade or port-mapping rules for {network:?}"
             )));
         }
         let live = live_attachments(ctx, network)?;
-        let atts: Vec<firewall::Attachment> = live
+        let stale: Vec<&Rules> = ours
             .iter()
-            .map(|a| firewall::Attachment {
-                network: network.to_owned(),
-                container_id: a.container_id.clone(),
-                ifname: a.ifname.clone(),
+            .filter(|r| {
+                !live
+                    .iter()
+                    .any(|a| r.belongs_to(network, &a.container_id, &a.ifname))
             })
             .collect();
-        let stale: Vec<String> = ours
-            .iter()
-            .filter(|o| !atts.iter().any(|a| o.belongs_to(a)))
-            .map(|o| describe(o))
-            .collect();
         if stale.is_empty() {
+            let masq = ours.iter().filter(|r| r.kind == "masquerade").count();
             return Ok(Outcome::Pass(format!(
-                "{} for {network:?}, all of live pods",
-                count(ours.len(), "masquerade or port-mapping rule set")
+                "{} and {} for {network:?}, all of live pods",
+                count(masq, "masquerade rule set"),
+                count(ours.len() - masq, "port-mapping rule set")
             )));
         }
+        let what: Vec<String> = stale.iter().map(|r| r.what.clone()).collect();
         let message = format!(
-            "rules of {} of {network:?} that are gone: {}. They cost a lookup per new \
+            "rules of pods of {network:?} that are gone: {}. They cost a lookup per new \
              connection, and a new pod that gets the same address inherits them (masquerade, \
              a hostPort that was not its own)",
-            count(stale.len(), "pod"),
-            list(&stale, 4)
+            list(&what, 4)
         );
         let gc_off = matches!(&ctx.config, Config::Loaded { list, .. } if list.disable_gc);
         let finding = if gc_off {
