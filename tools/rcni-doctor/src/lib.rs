@@ -4,8 +4,9 @@
 //!
 //! It reads what the plugins and flanneld write (the CNI config, `subnet.env`, host-local's
 //! store, flannel's saved configs, libcni's results cache) and the kernel's state (links,
-//! addresses, routes and sysctls over netlink and `/proc/sys`; firewall rules through `nft`
-//! and `iptables`), and changes nothing unless asked to. Modules: [`args`], [`network`] (the
+//! addresses, routes and sysctls over netlink and `/proc/sys`; the pods' masquerade and
+//! port-mapping rules through the firewall crate's listings; the forward hook with `nft` and
+//! `iptables`), and changes nothing unless asked to. Modules: [`args`], [`network`] (the
 //! active config), [`attachments`] (live pods), [`node`] (the kernel), [`checks`] (one per
 //! finding id, in report order), [`fix`] and [`report`].
 
