@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 const EXE: &str = env!("CARGO_BIN_EXE_install-cni");
 
@@ -311,6 +311,23 @@ fn default_source_dir_is_the_executables_directory() {
     assert_eq!(entries(&w.bin), INSTALLED);
 }
 
+/// A spawned process that is killed and reaped when the test ends, also when an assertion
+/// fails first: an `install-cni --sleep` would otherwise outlive the test run.
+struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    fn spawn(cmd: &mut Command) -> Self {
+        KillOnDrop(cmd.spawn().expect("spawn"))
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_running_binary_is_replaced() {
     // `cp -f` onto a binary that is executing fails with ETXTBSY ("Text file busy");
@@ -318,15 +335,14 @@ fn a_running_binary_is_replaced() {
     let w = World::new();
     fs::create_dir_all(&w.bin).expect("mkdir");
     link_exe(&w.bin.join("flannel"));
-    let mut busy = Command::new(w.bin.join("flannel"))
-        .args(["--sleep", "--no-conf", "--plugins="])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    wait_for_sleep(&mut busy);
+    let mut busy = KillOnDrop::spawn(
+        Command::new(w.bin.join("flannel"))
+            .args(["--sleep", "--no-conf", "--plugins="])
+            .stderr(Stdio::piped()),
+    );
+    wait_for_sleep(&mut busy.0);
     let out = w.run(&["--no-conf"]);
-    let _ = busy.kill();
-    let _ = busy.wait();
+    drop(busy);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         fs::read(w.bin.join("flannel")).expect("read"),
@@ -335,7 +351,7 @@ fn a_running_binary_is_replaced() {
 }
 
 /// Reads the child's stderr until install-cni says it is sleeping (signals blocked).
-fn wait_for_sleep(child: &mut std::process::Child) {
+fn wait_for_sleep(child: &mut Child) {
     let err = child.stderr.take().expect("stderr piped");
     let mut lines = BufReader::new(err).lines();
     loop {
@@ -351,20 +367,20 @@ fn wait_for_sleep(child: &mut std::process::Child) {
 
 fn sleep_then_signal(sig: &str) {
     let w = World::new();
-    let mut child = Command::new(EXE)
-        .args(w.args())
-        .arg("--sleep")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    wait_for_sleep(&mut child);
+    let mut child = KillOnDrop::spawn(
+        Command::new(EXE)
+            .args(w.args())
+            .arg("--sleep")
+            .stderr(Stdio::piped()),
+    );
+    wait_for_sleep(&mut child.0);
     assert_eq!(entries(&w.bin).len(), 6, "installed before sleeping");
     let kill = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
+        .args([&format!("-{sig}"), &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(kill.success());
-    let status = child.wait().expect("wait");
+    let status = child.0.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "{sig} must end --sleep with exit 0");
 }
 
