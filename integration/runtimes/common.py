@@ -7,6 +7,7 @@ every namespace, process and mount made is removed in cleanup, also when a test 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -195,3 +196,111 @@ def load_json(path):
 def write_json(path, v):
     with open(path, "w") as f:
         json.dump(v, f, indent=1)
+
+
+# A private mount namespace's own /run and /var/lib: what runtimes keep in fixed places there
+# (netns files, shim sockets, libcni's cache in /var/lib/cni, podman's state) stays off the host.
+PRIVATE_MOUNTS = ("mount -t tmpfs -o mode=755 rcni-run /run && mkdir /run/netns"
+                  " && mount -t tmpfs -o mode=755 rcni-varlib /var/lib")
+
+
+def kill_processes_under(tmp):
+    """Processes a test started that outlive it (containerd shims, conmon): their command line
+    names the test's own temp dir, so nothing else can match."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if tmp in cmd and ("containerd-shim" in cmd or "conmon" in cmd):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class PrivatePodman:
+    """Debian's podman 4.3 with every storage, state and config path under `tmp`, run in
+    `node`'s netns and in a private mount namespace (own /run, /var/lib, /dev/shm) that a holder
+    process keeps: the machine's own podman images, containers and CNI configs are never
+    touched, and whatever podman mounts goes away with the holder. runc, cgroupfs, file events
+    and locks, explicit ulimits. `network`: (plugin dir, network name) to put containers on
+    that CNI network by default (its config in `tmp`/net.d); without it they get none unless
+    asked (`--network host`)."""
+
+    def __init__(self, tmp, node, network=None):
+        self.tmp = tmp
+        os.makedirs(os.path.join(tmp, "net.d"), exist_ok=True)
+        with open(os.path.join(tmp, "containers.conf"), "w") as f:
+            f.write(self.containers_conf(network))
+        with open(os.path.join(tmp, "storage.conf"), "w") as f:
+            f.write(f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp}/graph"\nrunroot = "{tmp}/run"\n')
+        self.env = dict(os.environ, CONTAINERS_CONF=f"{tmp}/containers.conf",
+                        CONTAINERS_STORAGE_CONF=f"{tmp}/storage.conf")
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "slave", "nsenter",
+                                        f"--net={node.path}", "sh", "-c",
+                                        PRIVATE_MOUNTS + " && mount -t tmpfs rcni-shm /dev/shm"
+                                        " && exec sleep 1000000"], start_new_session=True)
+
+        def ready():
+            try:
+                return open(f"/proc/{self.holder.pid}/comm").read().strip() == "sleep"
+            except OSError:
+                return False
+        wait_for(lambda: ready() or self.holder.poll() is not None, "the namespace holder")
+        check(self.holder.poll() is None, "namespace holder exited")
+
+    def containers_conf(self, network):
+        tmp = self.tmp
+        soft = 4096  # runc fails with EPERM setting RLIMIT_NPROC to the inherited value here
+        # No static_dir or volume_path: conmon's exit command (`podman container cleanup`, which
+        # makes a stopped container "exited") gets --root, from which it derives both, and
+        # refuses to run on a mismatch with the database; podman wait then times out (20 s).
+        containers = f'default_ulimits = ["nofile=1024:1024", "nproc={soft}:{soft}"]\n'
+        net = ""
+        if network:
+            containers += 'netns = "bridge"\n'
+            net = f'cni_plugin_dirs = ["{network[0]}"]\ndefault_network = "{network[1]}"\n'
+        return f"""[containers]
+{containers}[network]
+network_backend = "cni"
+network_config_dir = "{tmp}/net.d"
+{net}[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{tmp}/events.log"
+runtime = "runc"
+tmp_dir = "{tmp}/libpod-tmp"
+lock_type = "file"
+conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+  "CONTAINERS_CONF={tmp}/containers.conf", "CONTAINERS_STORAGE_CONF={tmp}/storage.conf"]
+"""
+
+    def enter(self):
+        """The command prefix that runs in the holder's mount and network namespaces."""
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "-n"]
+
+    def run(self, cmd, **kw):
+        """`cmd` in the holder's namespaces, with podman's private config in the environment."""
+        return run(self.enter() + cmd, env=self.env, **kw)
+
+    def podman(self, *args, ok=True, **kw):
+        p = self.run(["podman"] + list(args), check_rc=False, **kw)
+        if ok and p.returncode != 0:
+            raise Fail(f"podman {' '.join(args)} -> {p.returncode}: {p.stderr.strip()}")
+        return p
+
+    def path(self, p):
+        """Where the absolute path `p` of the private mount namespace is seen from here."""
+        return f"/proc/{self.holder.pid}/root{p}"
+
+    def close(self):
+        if self.holder.poll() is None:
+            subprocess.run(self.enter() + ["podman", "rm", "-fa", "-t", "0"], env=self.env,
+                           capture_output=True, timeout=60)
+            kill_processes_under(self.tmp)
+            os.killpg(self.holder.pid, signal.SIGKILL)
+            self.holder.wait()
+        kill_processes_under(self.tmp)

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 
-from common import (REPO, Fail, Netns, Outside, Recorder, check, fmt_calls, load_json,
-                    node_inode_str, run, serve, tcp_from, tmpdir, wait_for, write_json)
+from common import (PRIVATE_MOUNTS, REPO, Fail, Netns, Outside, Recorder, check, fmt_calls,
+                    kill_processes_under, load_json, node_inode_str, run, serve, tcp_from, tmpdir,
+                    wait_for, write_json)
 import image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,10 +75,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "{tmp}/net.d"
     max_conf_num = 1
 """
-
-
-PRIVATE_MOUNTS = ("mount -t tmpfs -o mode=755 rcni-run /run && mkdir /run/netns"
-                  " && mount -t tmpfs -o mode=755 rcni-varlib /var/lib")
 
 
 def flannel_conflist(tmp):
@@ -250,23 +247,6 @@ def pod_sandbox(bin_dir, reference):
             node.close()
         subprocess.run(["umount", "-R", "-l", tmp], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def kill_processes_under(tmp):
-    """Processes a test started that outlive it (containerd shims, conmon): their command line
-    names the test's own temp dir, so nothing else can match."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-        except OSError:
-            continue
-        if tmp in cmd and ("containerd-shim" in cmd or "conmon" in cmd):
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def tests(bin_dir, reference=False):

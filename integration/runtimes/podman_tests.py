@@ -12,42 +12,15 @@ conmon_env_vars, so the test checks that DEL really reached our plugins.
 import ipaddress
 import os
 import shutil
-import signal
-import subprocess
 
-from common import (REPO, Fail, Netns, Outside, Recorder, check, fmt_calls, load_json,
-                    node_inode_str, run, tcp_from, tmpdir, wait_for, write_json)
-from containerd_tests import PRIVATE_MOUNTS, kill_processes_under
+from common import (REPO, Fail, Netns, Outside, PrivatePodman, Recorder, check, fmt_calls,
+                    load_json, node_inode_str, tcp_from, tmpdir, wait_for, write_json)
 import image
 
 IMAGE = "localhost/rcni-busybox:1"
 NET = "cbr0"
 # Container a publishes its port 80 here (`podman run -p`).
 HOST_PORT = 18080
-
-
-def containers_conf(tmp, bin_dir):
-    soft = 4096  # runc fails with EPERM setting RLIMIT_NPROC to the inherited value here
-    return f"""[containers]
-default_ulimits = ["nofile=1024:1024", "nproc={soft}:{soft}"]
-netns = "bridge"
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{bin_dir}"]
-network_config_dir = "{tmp}/net.d"
-default_network = "{NET}"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{tmp}/events.log"
-runtime = "runc"
-tmp_dir = "{tmp}/libpod-tmp"
-static_dir = "{tmp}/libpod"
-volume_path = "{tmp}/volumes"
-lock_type = "file"
-conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-  "CONTAINERS_CONF={tmp}/containers.conf", "CONTAINERS_STORAGE_CONF={tmp}/storage.conf"]
-"""
 
 
 def network_conf(tmp, reference):
@@ -75,8 +48,7 @@ def network_conf(tmp, reference):
 
 def two_containers(bin_dir, reference):
     tmp = tmpdir("podman")
-    node = holder = outside = None
-    env = None
+    node = pm = outside = None
     try:
         node = Netns("pm")
         top = "bridge" if reference else "flannel"
@@ -84,29 +56,10 @@ def two_containers(bin_dir, reference):
                              for p in ["bridge", "host-local", "loopback"] +
                              ([] if reference else ["flannel", "portmap"])})
         conf, subnet = network_conf(tmp, reference)
-        with open(os.path.join(tmp, "containers.conf"), "w") as f:
-            f.write(containers_conf(tmp, rec.dir))
-        with open(os.path.join(tmp, "storage.conf"), "w") as f:
-            f.write(f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp}/graph"\nrunroot = "{tmp}/run"\n')
-        env = dict(os.environ, CONTAINERS_CONF=f"{tmp}/containers.conf",
-                   CONTAINERS_STORAGE_CONF=f"{tmp}/storage.conf")
-        # The holder keeps the private mount namespace (and the node netns) for every podman call.
-        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "slave", "nsenter",
-                                   f"--net={node.path}", "sh", "-c",
-                                   PRIVATE_MOUNTS + " && mount -t tmpfs rcni-shm /dev/shm"
-                                   " && exec sleep 1000000"], start_new_session=True)
-
-        def ready():
-            try:
-                return open(f"/proc/{holder.pid}/comm").read().strip() == "sleep"
-            except OSError:
-                return False
-        wait_for(lambda: ready() or holder.poll() is not None, "the namespace holder")
-        check(holder.poll() is None, "namespace holder exited")
+        pm = PrivatePodman(tmp, node, network=(rec.dir, NET))
 
         def podman(*args, ok=True):
-            p = run(["nsenter", "-t", str(holder.pid), "-m", "-n", "podman"] + list(args),
-                    check_rc=False, env=env)
+            p = pm.podman(*args, ok=False)
             if ok and p.returncode != 0:
                 raise Fail(f"podman {' '.join(args)} -> {p.returncode}: {p.stderr.strip()}\n"
                            f"calls:\n{fmt_calls(rec.calls())}")
@@ -202,14 +155,8 @@ def two_containers(bin_dir, reference):
             check(any(c["plugin"] == "bridge" and c["cmd"] == "DEL" for c in calls),
                   "flannel did not delegate DEL to bridge")
     finally:
-        if holder and holder.poll() is None:
-            if env:
-                subprocess.run(["nsenter", "-t", str(holder.pid), "-m", "-n", "podman", "rm",
-                                "-fa", "-t", "0"], env=env, capture_output=True, timeout=60)
-            kill_processes_under(tmp)
-            os.killpg(holder.pid, signal.SIGKILL)
-            holder.wait()
-        kill_processes_under(tmp)
+        if pm:
+            pm.close()
         if outside:
             outside.close()
         if node:
