@@ -3,11 +3,13 @@
 # namespace the suite makes (never the machine's own):
 #   1. libcni (Debian's golang-github-appc-cni-dev) through a small cnitool-like driver,
 #   2. containerd's CRI plugin (Debian's containerd 1.6) through a minimal CRI client,
-#   3. podman's CNI network backend (Debian's podman 4.3).
+#   3. podman's CNI network backend (Debian's podman 4.3),
+#   4. the container image (scripts/image.sh, podman in a private storage) run as
+#      conf-examples/kube-flannel-rcni.yml's init container, its archive loaded by podman and ctr.
 # Installs its own Debian packages. Prints `N passed, N failed` last; exits non-zero on failure.
-#   RUNTIMES_PARTS=libcni,containerd,podman   subset to run
-#   RCNI_BIN_DIR=...                           plugins under test (default target/bin)
-#   scripts/runtimes-test.sh --reference       harness self-test against /usr/lib/cni
+#   RUNTIMES_PARTS=libcni,containerd,podman,image   subset to run
+#   RCNI_BIN_DIR=...                                 plugins under test (default target/bin)
+#   scripts/runtimes-test.sh --reference             harness self-test against /usr/lib/cni
 set -euo pipefail
 cd "$(dirname "$0")/.."
 finish() { rc=$?; if [ "$rc" != 0 ] && [ -z "${RAN:-}" ]; then echo "runtime suite setup failed"; echo "0 passed, 1 failed"; fi; rm -rf "${work:-}"; exit "$rc"; }
@@ -18,7 +20,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 pkgs=(golang-go golang-github-appc-cni-dev containerd runc podman conmon busybox-static
-      python3 python3-grpcio python3-grpc-tools containernetworking-plugins iproute2 util-linux)
+      python3 python3-grpcio python3-grpc-tools python3-yaml containernetworking-plugins iproute2
+      util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
@@ -43,4 +46,4 @@ RAN=1
 export PYTHONDONTWRITEBYTECODE=1
 # Debian's python3 (grpcio and grpc-tools are Debian packages for it), not a pyenv shim.
 /usr/bin/python3 integration/runtimes/run.py --bin-dir "$bin_dir" \
-  --libcni-driver "$work/rcni-libcni" --parts "${RUNTIMES_PARTS:-libcni,containerd,podman}" "$@"
+  --libcni-driver "$work/rcni-libcni" --parts "${RUNTIMES_PARTS:-libcni,containerd,podman,image}" "$@"

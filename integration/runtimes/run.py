@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""The runtime suite: real clients (libcni, containerd's CRI, podman) drive the plugins.
+"""The runtime suite: real clients (libcni, containerd's CRI, podman) drive the plugins, and
+the container image with its DaemonSet is run as a node would run it.
 
-Usage: run.py --bin-dir DIR --libcni-driver PATH [--parts libcni,containerd,podman]
+Usage: run.py --bin-dir DIR --libcni-driver PATH [--parts libcni,containerd,podman,image]
        [--reference] [--filter SUBSTR]
 Prints one line per test and a final `N passed, N failed` line; exits 1 on any failure.
 """
@@ -21,7 +22,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--libcni-driver", required=True)
-    ap.add_argument("--parts", default="libcni,containerd,podman")
+    ap.add_argument("--parts", default="libcni,containerd,podman,image")
     ap.add_argument("--reference", action="store_true",
                     help="harness self-test against /usr/lib/cni (no flannel)")
     ap.add_argument("--filter", default="")
@@ -40,6 +41,9 @@ def main():
     if "podman" in parts:
         import podman_tests
         tests += podman_tests.tests(a.bin_dir, a.reference)
+    if "image" in parts and not a.reference:
+        import image_tests
+        tests += image_tests.tests(a.libcni_driver)
     tests = [t for t in tests if a.filter in t[0]]
     passed = failed = 0
     for name, fn in tests:

@@ -461,9 +461,9 @@ fn loopback_conf() {
     rn.del(&list, &at, &result);
 }
 
-/// No root needed: every example parses and has the shape its extension promises, the
-/// subnet.env samples have the keys the flannel plugin requires, and the DaemonSet's
-/// ConfigMap carries exactly `10-flannel.conflist`.
+/// No root needed: every example parses and has the shape its extension promises, and the
+/// subnet.env samples have the keys the flannel plugin requires. (The DaemonSet manifest is
+/// parsed and checked against the image by the runtime suite's image part.)
 #[test]
 fn every_example_parses() {
     let dir = examples_dir();
@@ -502,33 +502,5 @@ fn every_example_parses() {
         }
     }
     assert!(seen >= 7, "expected the 7 example configs, saw {seen}");
-
-    let yml = fs::read_to_string(dir.join("kube-flannel-rcni.yml")).expect("kube-flannel-rcni.yml");
-    let cni_conf: Value = serde_json::from_str(&configmap_block(&yml, "cni-conf.json"))
-        .expect("cni-conf.json is JSON");
-    assert_eq!(cni_conf, read_json(&dir.join("10-flannel.conflist")));
-    let net_conf: Value = serde_json::from_str(&configmap_block(&yml, "net-conf.json"))
-        .expect("net-conf.json is JSON");
-    assert_eq!(net_conf["Network"], "10.244.0.0/16");
-    assert!(yml.contains("image: rcni:latest") && yml.contains("install-cni"));
 }
 
-/// The text of a `key: |` block scalar in a YAML file (enough YAML for one ConfigMap).
-fn configmap_block(yml: &str, key: &str) -> String {
-    let mut lines = yml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
-    let head = lines.next().unwrap_or_else(|| panic!("{key} not found"));
-    let key_indent = head.len() - head.trim_start().len();
-    let body: Vec<&str> = lines
-        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > key_indent)
-        .collect();
-    let indent = body
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    body.iter()
-        .map(|l| l.get(indent..).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
