@@ -503,4 +503,3 @@ fn every_example_parses() {
     }
     assert!(seen >= 7, "expected the 7 example configs, saw {seen}");
 }
-
