@@ -82,7 +82,7 @@ fn nft_ruleset() -> String {
 #[test]
 fn nftables_setup_check_teardown() {
     in_private_netns(|| {
-        let nft = Nftables::new(SystemRunner::new());
+        let nft = Nftables::new();
         let (a, b) = (att("a"), att("b"));
         let (ms, opts) = (mappings(), Options::default());
         let (addrs_a, addrs_b) = (dual(2), dual(3));
@@ -167,7 +167,7 @@ fn nftables_setup_check_teardown() {
 #[test]
 fn nftables_options() {
     in_private_netns(|| {
-        let nft = Nftables::new(SystemRunner::new());
+        let nft = Nftables::new();
         let a = att("o");
         let ms = vec![pm(80, 8080, Protocol::Tcp, None)];
         let addrs = dual(4);
