@@ -73,7 +73,8 @@ pub struct PortmapConf {
 pub trait Tools {
     /// Whether `tool` can be run.
     fn has(&self, tool: &str) -> bool;
-    /// Whether the kernel runs the nftables backend (Linux 4.10, `fib`).
+    /// Whether the kernel lets an unset `backend` be nftables (see
+    /// [`firewall::portmap::NFTABLES_DEFAULT_MIN_KERNEL`]).
     fn nftables_kernel(&self) -> bool;
 }
 
@@ -234,8 +235,8 @@ fn backend_name(b: Backend) -> &'static str {
 
 /// The reference's `validateBackend`: an explicit `backend`, else iptables unless iptables
 /// is not installed (the reference: "and nft is usable"; ours needs no `nft`, only a kernel
-/// with `fib`, Linux 4.10: an older one stays on iptables); options of the other backend are
-/// an error. One difference, which the reference's documentation promises but its code does
+/// where our nat chains coexist with an iptables nat table, Linux 4.18: an older one stays on
+/// iptables); options of the other backend are an error. One difference, which the reference's documentation promises but its code does
 /// not do: without `backend`, options that only the nftables backend understands
 /// (nft-syntax conditions) select nftables.
 fn select_backend(raw: &RawConf, tools: &dyn Tools) -> Result<Backend> {
@@ -429,7 +430,7 @@ mod tests {
         // The nftables backend needs no `nft` binary, only the kernel.
         assert_eq!(b(&["nft"], true), Backend::Nftables);
         assert_eq!(b(&[], true), Backend::Nftables);
-        // Before Linux 4.10 (no `fib`) a node stays on iptables.
+        // Before Linux 4.18 (and so before 4.10, without `fib`) a node stays on iptables.
         assert_eq!(b(&["nft"], false), Backend::Iptables);
         assert_eq!(b(&[], false), Backend::Iptables);
         // Asked for, nftables it is (the ADD then fails with the kernel's answer).

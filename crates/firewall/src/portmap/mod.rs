@@ -249,12 +249,19 @@ pub fn mapper(b: Backend) -> Box<dyn PortMapper> {
 /// The oldest kernel the nftables backend runs on: `fib daddr type local` (Linux 4.10).
 pub const NFTABLES_MIN_KERNEL: (u32, u32) = (4, 10);
 
-/// Whether this kernel can run the nftables backend ([`NFTABLES_MIN_KERNEL`]), for the
-/// default backend choice; false when the old-kernel test switch
-/// (`RCNI_TEST_KERNEL_FALLBACKS=1`) is set, or when the release cannot be read.
+/// The oldest kernel on which an unset `backend` may become nftables: since Linux 4.18 the
+/// nat core runs every nat chain, ours and iptables' nat table, in priority order. Before,
+/// whichever hooked first gave a new connection its nat binding (a null one when none of its
+/// rules matched), so our DNAT could be skipped on a node whose iptables nat table is in use
+/// (kube-proxy brings its own iptables, installed on the node or not).
+pub const NFTABLES_DEFAULT_MIN_KERNEL: (u32, u32) = (4, 18);
+
+/// Whether an unset `backend` may be nftables on this kernel
+/// ([`NFTABLES_DEFAULT_MIN_KERNEL`]); false when the release cannot be read, and when the
+/// old-kernel test switch (`RCNI_TEST_KERNEL_FALLBACKS=1`) is set.
 pub fn kernel_supports_nftables() -> bool {
     !netlink::compat::fallbacks_forced()
-        && kernel_release().is_some_and(|(major, minor)| (major, minor) >= NFTABLES_MIN_KERNEL)
+        && kernel_release().is_some_and(|release| release >= NFTABLES_DEFAULT_MIN_KERNEL)
 }
 
 /// (major, minor) of the running kernel (`uname -r`).
@@ -421,8 +428,8 @@ mod tests {
         assert_eq!(parse_release("4.9.0"), Some((4, 9)));
         assert_eq!(parse_release("3.10.0-1160.el7.x86_64"), Some((3, 10)));
         assert_eq!(parse_release("nonsense"), None);
-        assert_eq!(NFTABLES_MIN_KERNEL, (4, 10));
-        assert!((4, 9) < NFTABLES_MIN_KERNEL && (5, 0) > NFTABLES_MIN_KERNEL);
+        assert!((4, 9) < NFTABLES_MIN_KERNEL && (4, 10) >= NFTABLES_MIN_KERNEL);
+        assert!((4, 17) < NFTABLES_DEFAULT_MIN_KERNEL && (5, 0) > NFTABLES_DEFAULT_MIN_KERNEL);
     }
 
     #[test]

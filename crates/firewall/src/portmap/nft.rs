@@ -58,9 +58,10 @@
 //!
 //! **Kernel.** `fib` needs Linux 4.10; the rest (verdict maps with concatenated keys,
 //! 32-bit registers, `meta mark set`, `dnat`, `masquerade`) is older. Before 4.18 our nat
-//! chains and iptables' nat table were not ordered by the nat core (see the crate README);
-//! the default backend is iptables. Dumps filter by table and chain in the kernel when it can
-//! and here always (`RCNI_TEST_KERNEL_FALLBACKS=1` forces the unfiltered path).
+//! chains and an iptables nat table in use were not ordered by the nat core, so an unset
+//! `backend` picks this backend only from 4.18 ([`super::kernel_supports_nftables`]). Dumps
+//! filter by table and chain in the kernel when it can and here always
+//! (`RCNI_TEST_KERNEL_FALLBACKS=1` forces the unfiltered path).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
