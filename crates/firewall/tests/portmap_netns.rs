@@ -734,3 +734,58 @@ fn nftables_interface_conditions() {
         );
     });
 }
+
+/// A node set up by `nft` itself (the previous, text-rendering backend wrote exactly this
+/// script: `src/nftables/testdata/portmap_setup.txt`) is checked, re-set up and cleaned by
+/// the netlink backend.
+#[test]
+fn rules_made_by_nft_itself_are_checked_and_cleaned() {
+    let script: String = include_str!("../src/nftables/testdata/portmap_setup.txt")
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    in_private_netns(|| {
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "{script}");
+        let a = att("cid1");
+        let ms = vec![
+            pm(8080, 80, Protocol::Tcp, None),
+            pm(8443, 443, Protocol::Tcp, Some("192.168.1.5")),
+            pm(5353, 53, Protocol::Udp, Some("::")),
+            pm(9999, 99, Protocol::Sctp, Some("fd00:1::1")),
+        ];
+        let addrs: Vec<IpNetwork> = vec![
+            "10.244.1.5/24".parse().unwrap(),
+            "fd00::5/64".parse().unwrap(),
+        ];
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let opts = Options {
+            conditions_v4: words("ip saddr != 192.0.2.0/24 iifname != \"veth*\""),
+            conditions_v6: words("ip6 daddr != fc00::/7"),
+            ..Options::default()
+        };
+        let req = Request {
+            att: &a,
+            addrs: &addrs,
+            mappings: &ms,
+            opts: &opts,
+        };
+        let nft = Nftables::new();
+        nft.check(&req).unwrap();
+        let before = nft_ruleset();
+        nft.setup(&req).unwrap();
+        nft.check(&req).unwrap();
+        assert_eq!(nft_ruleset(), before, "a re-ADD changed nothing");
+        assert_eq!(portmap::list_all().unwrap().len(), 2);
+        portmap::teardown_all(&a).unwrap();
+        let rs = nft_ruleset();
+        assert!(!rs.contains("chain a-") && !rs.contains("dnat"), "{rs}");
+        assert!(portmap::list_all().unwrap().is_empty());
+    });
+}

@@ -712,11 +712,7 @@ impl Nftables {
     }
 
     fn with_nl<T>(&self, f: impl FnOnce(&mut NfNetlink) -> Result<T, Error>) -> Result<T, Error> {
-        let mut s = self
-            .session
-            .lock()
-            .map_err(|_| Error::netlink("nftables", netlink::Error::Protocol("poisoned".into())))?;
-        f(s.nl()?)
+        Session::with_locked(&self.session, f)
     }
 
     /// Rules of `chain` in the family's table, without handles.
