@@ -42,7 +42,8 @@ if [ "$revision" != unknown ] && ! git diff --quiet HEAD -- 2>/dev/null; then
 fi
 
 # The build context: bin/ gets exactly what install-cni installs from target/bin, laid out as
-# it installs them (so no test helper such as rcni-echo gets in), then install-cni itself.
+# it installs them (so no test helper such as rcni-echo gets in), then install-cni itself
+# (-P: a symlink stays a symlink, as do the installed links; the COPY keeps them too).
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/rcni-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 if ! log=$(target/bin/install-cni --src-dir target/bin --bin-dir "$ctx/bin" --no-conf 2>&1); then
@@ -50,7 +51,7 @@ if ! log=$(target/bin/install-cni --src-dir target/bin --bin-dir "$ctx/bin" --no
   echo "image.sh: staging the binaries with install-cni failed" >&2
   exit 1
 fi
-cp -p target/bin/install-cni "$ctx/bin/install-cni"
+cp -pP target/bin/install-cni "$ctx/bin/install-cni"
 
 # --timestamp: file times and the creation date are the commit's, so the same checkout
 # builds the same image (same ID) again.
