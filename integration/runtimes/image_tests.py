@@ -553,6 +553,8 @@ def manifest_matches_image():
           "imagePullPolicy must let a loaded image be used")
     check(ic["command"] == [ENTRYPOINT], f"command {ic['command']}")
     f = flags(ic["args"])
+    for k in ("--bin-dir", "--conf-dir", "--conf-file", "--conf-name"):
+        check(k in f, f"the init container passes no {k} (install-cni's default is not the mount)")
     check(host_path(ic, f["--bin-dir"]) == "/opt/cni/bin", f"--bin-dir {f['--bin-dir']}")
     check(host_path(ic, f["--conf-dir"]) == "/etc/cni/net.d", f"--conf-dir {f['--conf-dir']}")
     conf_dir, conf_key = os.path.split(f["--conf-file"])
