@@ -221,6 +221,18 @@ def kill_processes_under(tmp):
                 pass
 
 
+def stop_group(proc, grace=30):
+    """Ends a daemon started with start_new_session: SIGTERM to its process group, SIGKILL if it
+    is still there after `grace` seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class PrivatePodman:
     """Debian's podman 4.3 with every storage, state and config path under `tmp`, run in
     `node`'s netns and in a private mount namespace (own /run, /var/lib, /dev/shm) that a holder

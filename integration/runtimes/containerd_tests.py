@@ -15,8 +15,8 @@ import subprocess
 import sys
 
 from common import (PRIVATE_MOUNTS, REPO, Fail, Netns, Outside, Recorder, check, fmt_calls,
-                    kill_processes_under, load_json, node_inode_str, run, serve, tcp_from, tmpdir,
-                    wait_for, write_json)
+                    kill_processes_under, load_json, node_inode_str, run, serve, stop_group,
+                    tcp_from, tmpdir, wait_for, write_json)
 import image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -229,13 +229,8 @@ def pod_sandbox(bin_dir, reference):
                        + open(log.name).read()[-4000:]) from e
         raise
     finally:
-        if proc and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc:
+            stop_group(proc)
         log.close()
         kill_processes_under(tmp)
         if server:

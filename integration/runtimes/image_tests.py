@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import tarfile
@@ -27,7 +26,7 @@ import tomllib
 
 import yaml
 
-from common import (REPO, Fail, Netns, PrivatePodman, check, run, tmpdir, wait_for)
+from common import (REPO, Fail, Netns, PrivatePodman, check, run, stop_group, tmpdir, wait_for)
 
 IMAGE_SH = os.path.join(REPO, "scripts", "image.sh")
 MANIFEST = os.path.join(REPO, "conf-examples", "kube-flannel-rcni.yml")
@@ -338,13 +337,7 @@ def ctr_import(n, archive):
         n.pm.run(ctr + ["import", "--snapshotter", "native", archive])
         return n.pm.run(ctr + ["ls", "-q"]).stdout.split()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
         log.close()
 
 
