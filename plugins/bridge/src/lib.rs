@@ -26,6 +26,8 @@ use cni::skel::{AddOutput, CmdArgs, Plugin};
 pub struct Bridge;
 
 impl Plugin for Bridge {
+    const NAME: &'static str = "bridge";
+
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
         Ok(add::add(args)?.into())
     }
@@ -44,13 +46,5 @@ impl Plugin for Bridge {
 
     fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
         Ok(gc::gc(args)?)
-    }
-}
-
-/// What VERSION reports.
-pub fn info() -> cni::skel::PluginInfo {
-    cni::skel::PluginInfo {
-        about: format!("CNI bridge plugin rcni v{}", env!("CARGO_PKG_VERSION")),
-        supported: cni::version::SUPPORTED,
     }
 }

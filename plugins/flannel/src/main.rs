@@ -1,22 +1,5 @@
-//! `flannel`: the CNI meta-plugin of flannel networks.
-//!
-//! It reads its own network config, combines it with the node's lease that flanneld writes to
-//! `subnet.env`, and delegates the real work to another plugin (`bridge` by default, which runs
-//! `host-local` for addresses). The rendered delegate config is saved per container so that DEL
-//! undoes exactly what ADD did. Drop-in for `flannel-io/cni-plugin`: same config keys, same
-//! saved-file layout (`<dataDir>/<containerID>`), same messages where operators rely on them.
-
-mod config;
-mod delegate;
-mod error;
-mod plugin;
-mod store;
+//! `flannel` binary: see the library crate for what it does.
 
 fn main() {
-    cni::init_logging("flannel");
-    let info = cni::skel::PluginInfo {
-        about: format!("CNI flannel plugin rcni v{}", env!("CARGO_PKG_VERSION")),
-        supported: cni::version::SUPPORTED,
-    };
-    cni::skel::run(&plugin::Flannel, &info)
+    cni::skel::Entry::of::<flannel::Flannel>().run()
 }

@@ -17,10 +17,59 @@ pub mod validate;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
+use args::USAGE;
 pub use args::{Action, Options};
 pub use error::Error;
 use install::{BIN_MODE, CONF_MODE, Outcome};
+use nix::sys::signal::{SigSet, Signal};
+
+/// The command: `argv` without the program name, the `INSTALL_CNI_*` variables from the
+/// process environment; the exit code (0 installed, 1 failed, 2 bad usage).
+pub fn main(argv: &[String]) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    match real_main(argv, &env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("install-cni: error: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn real_main(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
+    let opts = match args::parse(argv, env)? {
+        Action::Help => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Action::Version => {
+            println!("install-cni rcni v{}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Action::Install(o) => o,
+    };
+    // Block the stop signals before installing, so a SIGTERM that arrives mid-install
+    // waits for the install to finish, and so we can wait for them below. This also works
+    // as a container's PID 1, where the kernel ignores a SIGTERM left at its default action.
+    let stop = if opts.sleep {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+        set.thread_block().map_err(Error::Signal)?;
+        Some(set)
+    } else {
+        None
+    };
+    run(&opts, &mut std::io::stderr())?;
+    if let Some(set) = stop {
+        eprintln!("install-cni: done; sleeping until SIGTERM");
+        let sig = set.wait().map_err(Error::Signal)?;
+        eprintln!("install-cni: got {sig}, exiting");
+    }
+    Ok(())
+}
 
 /// Installs what `o` asks for, writing one line per file to `log`.
 pub fn run(o: &Options, log: &mut dyn Write) -> Result<(), Error> {
