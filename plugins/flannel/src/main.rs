@@ -1,5 +1,0 @@
-//! `flannel` binary: see the library crate for what it does.
-
-fn main() {
-    cni::skel::Entry::of::<flannel::Flannel>().run()
-}

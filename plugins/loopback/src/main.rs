@@ -1,5 +1,0 @@
-//! `loopback` binary: see the library crate for what it does.
-
-fn main() {
-    cni::skel::Entry::of::<loopback::Loopback>().run()
-}

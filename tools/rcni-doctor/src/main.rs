@@ -1,9 +1,0 @@
-//! `rcni-doctor`: see the crate docs and `rcni-doctor --help`.
-
-fn main() -> std::process::ExitCode {
-    let argv: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    rcni_doctor::main(&argv)
-}
