@@ -73,7 +73,11 @@ fn installs_the_built_suite_and_the_plugins_run() {
         fs::read(bin_dir().join("rcni")).expect("read"),
         "rcni differs from target/bin"
     );
-    let mode = fs::metadata(bins.join("rcni")).expect("meta").permissions().mode() & 0o7777;
+    let mode = fs::metadata(bins.join("rcni"))
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o7777;
     assert_eq!(mode, 0o755);
     for p in PLUGINS {
         let installed = bins.join(p);

@@ -2,7 +2,9 @@
 //! named by the file it was started from: `/opt/cni/bin/bridge`, a symlink to it, runs the
 //! bridge plugin. `rcni <name> [args]` does the same by subcommand, for debugging
 //! (`CNI_COMMAND=VERSION rcni bridge`). The plugins are libraries with one entry point
-//! each ([`cni::skel::Entry`]); this file is only the table of names and the dispatch.
+//! each ([`cni::skel::Entry`]); this file is only the table of names and the dispatch. The
+//! table also goes to the delegation layer: flannel → bridge → host-local is one process
+//! when the delegates found on `CNI_PATH` are this very build.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -14,7 +16,8 @@ use cni::{CniError, code};
 /// The binary's own name: its file in `/opt/cni/bin`, the name the links point to.
 const BINARY: &str = "rcni";
 
-/// The CNI plugins it holds.
+/// The CNI plugins it holds; also what a delegation may run in-process (see
+/// [`cni::delegate::register`]).
 static PLUGINS: &[Entry] = &[
     Entry::of::<bridge::Bridge>(),
     Entry::of::<flannel::Flannel>(),
@@ -55,6 +58,7 @@ fn install_cni(argv: &[String]) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    cni::delegate::register(PLUGINS);
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();
     let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
