@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 host=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
   cargo build --profile fault-injection --locked --target "$host" -p rcni \
   --features cni/fault-injection --bins
 out="${CARGO_TARGET_DIR:-target}/$host/fault-injection"

@@ -142,6 +142,35 @@ pub trait Plugin {
     }
 }
 
+/// [`Plugin`]'s commands behind a vtable, so that the dispatcher is compiled once for every
+/// plugin of the multi-call binary, not once per plugin (`Plugin` itself has a `const`, which
+/// a trait object cannot have).
+trait Commands {
+    fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError>;
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn status(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError>;
+}
+
+impl<P: Plugin> Commands for P {
+    fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
+        Plugin::add(self, args)
+    }
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::del(self, args)
+    }
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::check(self, args)
+    }
+    fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::status(self, args)
+    }
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::gc(self, args)
+    }
+}
+
 /// Static facts about a plugin.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -258,9 +287,20 @@ pub fn dispatch_guarded<P: Plugin>(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
+    guarded(plugin, info, env, stdin, stdout, stderr)
+}
+
+fn guarded(
+    plugin: &dyn Commands,
+    info: &PluginInfo,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
     let mut out = Vec::new();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch(plugin, info, env, stdin, &mut out, stderr)
+        unguarded(plugin, info, env, stdin, &mut out, stderr)
     }));
     let status = match outcome {
         Ok(status) => status,
@@ -289,6 +329,17 @@ pub fn dispatch_guarded<P: Plugin>(
 /// Testable core: injected env lookup and IO, returns the exit code. Never panics on bad input.
 pub fn dispatch<P: Plugin>(
     plugin: &P,
+    info: &PluginInfo,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    unguarded(plugin, info, env, stdin, stdout, stderr)
+}
+
+fn unguarded(
+    plugin: &dyn Commands,
     info: &PluginInfo,
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
@@ -464,8 +515,8 @@ fn is_own_netns(netns: &str) -> bool {
 }
 
 /// Returns the text to print on stdout, if any.
-fn dispatch_inner<P: Plugin>(
-    plugin: &P,
+fn dispatch_inner(
+    plugin: &dyn Commands,
     info: &PluginInfo,
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
