@@ -615,12 +615,20 @@ fn ensure_addr(nl: &mut Netlink, link: &Link, gw: IpNetwork, force: bool) -> Res
 /// and then poll the netlink state every 2 ms, bounded by the reference's total budget,
 /// failing with its message if the port never comes up.
 fn wait_port_up(host: &mut Netlink, veth: &Link) -> Result<Link> {
-    let deadline = Instant::now() + PORT_UP_TIMEOUT;
+    let start = Instant::now();
+    let deadline = start + PORT_UP_TIMEOUT;
+    let mut polls = 0u32;
     loop {
         let link = refresh(host, veth)?;
         if link.oper_up {
+            log::debug!(
+                "{} up after {polls} waits ({:?})",
+                veth.name,
+                start.elapsed()
+            );
             return Ok(link);
         }
+        polls += 1;
         if Instant::now() >= deadline {
             return Err(Error::State(format!(
                 "bridge port in error state: {}",
