@@ -30,9 +30,9 @@ pub mod socket;
 pub mod sysctl;
 mod util;
 
-pub use addr::Addr;
+pub use addr::{Addr, Ensured, Settled};
 pub use error::{Error, Result};
-pub use link::Link;
+pub use link::{Link, Waited};
 pub use netns::Netns;
 pub use nfnetlink::NfNetlink;
 pub use route::{Family, RouteEntry};
