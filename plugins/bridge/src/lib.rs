@@ -15,6 +15,7 @@ pub mod del;
 pub mod error;
 pub mod gc;
 pub mod result;
+pub mod status;
 pub mod undo;
 pub mod vlan;
 
@@ -41,7 +42,7 @@ impl Plugin for Bridge {
     }
 
     fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
-        Ok(gc::status(args)?)
+        Ok(status::status(args)?)
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
