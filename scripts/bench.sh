@@ -93,16 +93,16 @@ EOF
 # The measuring loops run inside the node netns: one bash, direct execs.
 cat >"$WORK/run.sh" <<'EOF'
 #!/usr/bin/env bash
-# args: BINDIR CONF PREFIX N BURST BIG OUT
+# args: BINDIR CONF PREFIX N BURST BIG OUT [PLUGIN (bridge)]
 set -u
-bindir=$1; conf=$2; prefix=$3; n=$4; burst=$5; big=$6; out=$7
+bindir=$1; conf=$2; prefix=$3; n=$4; burst=$5; big=$6; out=$7; plugin=${8:-bridge}
 export CNI_PATH=$bindir CNI_IFNAME=eth0 CNI_ARGS=""
 ms() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f\n", (b-a)*1000}'; }
 for cmd in ADD DEL; do
   for i in $(seq 1 "$n"); do
     t0=$EPOCHREALTIME
     CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-$i" CNI_NETNS=/run/netns/$prefix-$i \
-      "$bindir/bridge" <"$conf" >/dev/null 2>"$out.err" || { echo "$cmd failed:"; cat "$out.err"; exit 1; }
+      "$bindir/$plugin" <"$conf" >/dev/null 2>"$out.err" || { echo "$cmd failed:"; cat "$out.err"; exit 1; }
     t1=$EPOCHREALTIME
     ms "$t0" "$t1" >>"$out.${cmd,,}"
   done
@@ -115,7 +115,7 @@ burst() {
     t0=$EPOCHREALTIME
     for i in $(seq 1 "$k"); do
       CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-b$i" CNI_NETNS=/run/netns/$prefix-b$i \
-        "$bindir/bridge" <"$conf" >/dev/null 2>>"$out.$tag.err" &
+        "$bindir/$plugin" <"$conf" >/dev/null 2>>"$out.$tag.err" &
     done
     for j in $(jobs -p); do wait "$j" || fail=1; done
     t1=$EPOCHREALTIME
@@ -123,8 +123,8 @@ burst() {
     ms "$t0" "$t1" >"$out.$tag.${cmd,,}"
   done
 }
-burst "$burst" burst
-burst "$big" bigburst
+[ "$burst" = 0 ] || burst "$burst" burst
+[ "$big" = 0 ] || burst "$big" bigburst
 EOF
 chmod +x "$WORK/run.sh"
 
@@ -169,25 +169,6 @@ for cmd in ADD DEL; do
 done
 EOF
 chmod +x "$WORK/grow.sh"
-
-# chain.sh BINDIR CONF PREFIX N OUT: N flannel ADDs, then N DELs; per-call wall time.
-cat >"$WORK/chain.sh" <<'EOF2'
-#!/usr/bin/env bash
-set -u
-bindir=$1; conf=$2; prefix=$3; n=$4; out=$5
-export CNI_PATH=$bindir CNI_IFNAME=eth0 CNI_ARGS=""
-ms() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f\n", (b-a)*1000}'; }
-for cmd in ADD DEL; do
-  for i in $(seq 1 "$n"); do
-    t0=$EPOCHREALTIME
-    CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-$i" CNI_NETNS=/run/netns/$prefix-$i \
-      "$bindir/flannel" <"$conf" >/dev/null 2>"$out.err" || { echo "$cmd failed:"; cat "$out.err"; exit 1; }
-    t1=$EPOCHREALTIME
-    ms "$t0" "$t1" >>"$out.${cmd,,}"
-  done
-done
-EOF2
-chmod +x "$WORK/chain.sh"
 
 # vethdel.sh PREFIX N OUT: N bridged veths (made untimed), then N `ip -n <pod> link del
 # eth0`, one after the other, each timed.
@@ -241,7 +222,7 @@ chain() {
  "dataDir":"$WORK/fl$impl/saved","delegate":{"bridge":"fl$idx$impl"},"ipam":{"dataDir":"$WORK/fl$impl/ipam"}}
 EOF2
   for i in $(seq 1 "$N"); do ip netns add "$prefix-$i"; done
-  ip netns exec "$NODE" "$WORK/chain.sh" "$bindir" "$WORK/fl$impl.json" "$prefix" "$N" "$WORK/chain$impl"
+  ip netns exec "$NODE" "$WORK/run.sh" "$bindir" "$WORK/fl$impl.json" "$prefix" "$N" 0 0 "$WORK/chain$impl" flannel
   for i in $(seq 1 "$N"); do ip netns del "$prefix-$i"; done
 }
 
