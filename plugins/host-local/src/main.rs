@@ -1,17 +1,6 @@
-//! `host-local`: IPAM plugin handing out addresses from local ranges, with
-//! its state in `<dataDir>/<network>/` (compatible with the reference Go
-//! plugin's store).
-
-mod cmd;
-mod config;
-mod dns;
-mod error;
+//! `host-local`: IPAM plugin handing out addresses from local ranges (see the library).
 
 fn main() {
     cni::init_logging("host-local");
-    let info = cni::skel::PluginInfo {
-        about: format!("CNI host-local plugin rcni v{}", env!("CARGO_PKG_VERSION")),
-        supported: cni::version::SUPPORTED,
-    };
-    cni::skel::run(&cmd::HostLocal, &info)
+    cni::skel::run(&host_local::cmd::HostLocal, &host_local::info())
 }
