@@ -571,6 +571,11 @@ fn ensure_addr(nl: &mut Netlink, link: &Link, gw: IpNetwork, force: bool) -> Res
         .context("could not get list of IP addresses")?;
     for a in addrs.iter().filter(|a| a.address.is_ipv4() == gw.is_ipv4()) {
         if a.address == gw {
+            // An ADD killed after adding the address but before pinning leaves the MAC
+            // floating (the reference never pins it then, plugins#1265): pin it now.
+            if mac_pinned(&link.name) == Some(false) {
+                pin_mac(nl, link)?;
+            }
             return Ok(());
         }
         let overlaps = a.address.contains(gw.ip()) || gw.contains(a.address.ip());
@@ -595,13 +600,29 @@ fn ensure_addr(nl: &mut Netlink, link: &Link, gw: IpNetwork, force: bool) -> Res
         }
         _ => {}
     }
-    // Pin the bridge MAC: otherwise the bridge takes the lowest MAC of its ports, and it
-    // changes as pods come and go (the gateway's MAC in every pod's ARP cache goes stale).
-    if let Some(mac) = refresh(nl, link)?.mac {
+    pin_mac(nl, link)
+}
+
+/// Pins the bridge's MAC to its current value: otherwise the bridge takes the lowest MAC of
+/// its ports, and it changes as pods come and go (the gateway's MAC in every pod's ARP cache
+/// goes stale; CHECK finds the bridge's MAC changed). A bridge without ports has no MAC
+/// (all zeros) to pin.
+fn pin_mac(nl: &mut Netlink, link: &Link) -> Result<()> {
+    if let Some(mac) = refresh(nl, link)?.mac.filter(|m| *m != [0; 6]) {
         nl.set_mac(link.index, mac)
             .context(format!("could not set {:?} mac", link.name))?;
     }
     Ok(())
+}
+
+/// Whether `name`'s MAC was set explicitly (`NET_ADDR_SET`, 3, in sysfs' `addr_assign_type`,
+/// Linux 3.9), so that the kernel keeps it. None when sysfs cannot tell (not mounted for this
+/// netns): then it is left as it is, as the reference does. Not asked over netlink, which does
+/// not report it; setting the MAC on every ADD instead would flush the node's neighbour
+/// entries on the bridge each time (`NETDEV_CHANGEADDR`).
+fn mac_pinned(name: &str) -> Option<bool> {
+    let t = std::fs::read_to_string(format!("/sys/class/net/{name}/addr_assign_type")).ok()?;
+    Some(t.trim() == "3")
 }
 
 /// Waits until the host veth is operationally UP, i.e. the bridge port forwards.
