@@ -184,6 +184,8 @@ struct Stats {
     victims: BTreeMap<String, usize>,
     /// Kills planned whose target ended (or never ran) before the kill point.
     missed: BTreeMap<Target, usize>,
+    /// The longest time processes of an invocation ran on after it ended (orphans).
+    orphan_wait: Duration,
     abandoned: usize,
 }
 
@@ -325,9 +327,40 @@ impl Soak {
         }
         let reply = running.wait();
         // Orphans (a killed flannel's bridge) finish before the runtime goes on.
-        eventually(&format!("the processes of {pgid} to end"), || {
-            group(pgid).is_empty()
-        });
+        let orphans = Instant::now();
+        loop {
+            let left = group(pgid);
+            if left.is_empty() {
+                break;
+            }
+            if orphans.elapsed() > HUNG {
+                let states: Vec<String> = left
+                    .iter()
+                    .map(|(pid, comm)| {
+                        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                            .unwrap_or_default();
+                        let stack = std::fs::read_to_string(format!("/proc/{pid}/stack"))
+                            .unwrap_or_default();
+                        format!("{pid} {comm} in {wchan}: {stack}")
+                    })
+                    .collect();
+                self.fail(format!(
+                    "{} {}: processes still running {HUNG:?} after it ended: {states:?}",
+                    call.command, call.container_id
+                ));
+                for (pid, _) in left {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let waited = orphans.elapsed();
+        let mut s = lock(&self.stats);
+        s.orphan_wait = s.orphan_wait.max(waited);
+        drop(s);
         (reply, victim)
     }
 
@@ -677,6 +710,10 @@ fn run_soak(p: Params) {
         eprintln!(
             "soak: kills planned whose target was gone first: {:?}",
             s.missed
+        );
+        eprintln!(
+            "soak: longest run of orphans after their invocation ended: {:?}",
+            s.orphan_wait
         );
         eprintln!(
             "soak: {} live pods, {} attachments given up to GC",
