@@ -23,15 +23,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut rendered = Vec::new();
     for version in SUPPORTED {
-        if version.starts_with("0.1.") || version.starts_with("0.2.") {
-            if parsed.ips.is_empty() {
-                // libcni's convertTo02x refuses as well: the legacy layout needs an address.
-                let e = parsed
-                    .to_json(version)
-                    .expect_err("legacy result without an address");
-                assert_eq!(e.msg, "cannot convert: no valid IP addresses");
-                continue;
-            }
+        if (version.starts_with("0.1.") || version.starts_with("0.2.")) && parsed.ips.is_empty() {
+            // libcni's convertTo02x refuses as well: the legacy layout needs an address.
+            let e = parsed
+                .to_json(version)
+                .expect_err("legacy result without an address");
+            assert_eq!(e.msg, "cannot convert: no valid IP addresses");
+            continue;
         }
         let out = parsed
             .to_json(version)

@@ -112,13 +112,12 @@ pub fn check_reply(inv: &Invocation, status: i32, stdout: &[u8]) -> serde_json::
 /// what the store does, not about the disk).
 pub fn scratch_dir() -> tempfile::TempDir {
     let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
+    if shm.is_dir()
+        && let Ok(d) = tempfile::Builder::new()
             .prefix("rcni-fuzz-")
             .tempdir_in(shm)
-        {
-            return d;
-        }
+    {
+        return d;
     }
     tempfile::Builder::new()
         .prefix("rcni-fuzz-")

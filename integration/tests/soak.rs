@@ -421,7 +421,7 @@ impl Soak {
         }
         if end == End::Error {
             let v: Value = serde_json::from_str(&reply.stdout).unwrap_or(Value::Null);
-            if !v["code"].as_u64().is_some_and(|c| c > 0) || !v["msg"].is_string() {
+            if v["code"].as_u64().is_none_or(|c| c == 0) || !v["msg"].is_string() {
                 self.fail(format!(
                     "{kind:?}: exit 1 without an error object: {reply:?}"
                 ));
