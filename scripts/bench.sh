@@ -2,24 +2,41 @@
 # Benchmark: our bridge + host-local against the reference plugins (Debian's
 # containernetworking-plugins in /usr/lib/cni), same configs, same run, same node.
 #
-#   sudo ./scripts/bench.sh [-n PODS] [-b BURST]
+#   sudo ./scripts/bench.sh [-n PODS] [-b BURST] [-B BIG_BURST] [-g GROWTH]
 #
 # Everything happens inside a "node" network namespace made here; pods are
 # namespaces of their own. Per-invocation wall time is taken with bash's
 # $EPOCHREALTIME around a direct exec (no extra process in the measurement).
 # Prints medians per phase and the ratio ours/reference.
+#
+# Phases, per masquerade mode (none, iptables, nftables; the reference v1.1.1 has
+# no nftables backend and uses iptables for the third):
+#   - PODS (30) sequential ADDs, then their DELs (medians);
+#   - BURST (50) and BIG_BURST (110: kubelet's default pods per node) concurrent
+#     ADDs, then concurrent DELs (wall time of the whole burst);
+#   - floor: BURST and BIG_BURST concurrent veth deletions by `ip`, no plugin (the
+#     kernel's share of a DEL burst);
+#   - growth: GROWTH (1000) pods added one after the other over 4 bridges (a
+#     bridge takes at most 1023 ports; IPv6 off in the node netns, or every new
+#     port's multicast floods all the others), then deleted: median ADD and DEL
+#     of the first 50 and of the last 50. -g 0 skips it (it takes minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=30
 BURST=50
+BIG=110
+GROWTH=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N="$2"; shift 2 ;;
     -b) BURST="$2"; shift 2 ;;
-    *) echo "usage: $0 [-n PODS] [-b BURST]" >&2; exit 2 ;;
+    -B) BIG="$2"; shift 2 ;;
+    -g) GROWTH="$2"; shift 2 ;;
+    *) echo "usage: $0 [-n PODS] [-b BURST] [-B BIG_BURST] [-g GROWTH]" >&2; exit 2 ;;
   esac
 done
+[ "$GROWTH" = 0 ] || [ "$GROWTH" -ge 100 ] || { echo "-g takes 0 or at least 100 pods" >&2; exit 2; }
 
 [ "$(id -u)" = 0 ] || { echo "bench.sh needs root (network namespaces)" >&2; exit 1; }
 ./scripts/deps.sh >/dev/null
@@ -42,65 +59,108 @@ trap cleanup EXIT INT TERM
 ip netns add "$NODE"
 ip -n "$NODE" link set lo up
 
-# conf IMPL MASQ IDX: a bridge + host-local config, one bridge and subnet per impl
-# and phase so runs never share state. MASQ: false, true (default backend: iptables,
-# as the reference) or nftables (ipMasqBackend "nftables"; the reference v1.1.1
-# ignores the key and uses iptables).
+# conf IMPL MASQ IDX [NET]: a bridge + host-local config, one bridge and subnet per
+# impl and phase so runs never share state (NET: one of the growth phase's 4
+# networks). MASQ: false, true (default backend: iptables, as the reference) or
+# nftables (ipMasqBackend "nftables"; the reference v1.1.1 ignores the key and
+# uses iptables).
 conf() {
-  local impl=$1 masq=$2 idx=$3 backend=""
+  local impl=$1 masq=$2 idx=$3 net=${4:-} backend=""
+  local name="bench-$impl-$idx" bridge="b$impl$idx" subnet="10.$((100 + idx)).0.0/16"
   [ "$masq" = nftables ] && { masq=true; backend='"ipMasqBackend":"nftables",'; }
+  if [ -n "$net" ]; then
+    name="grow-$impl-$idx-$net"; bridge="g${impl:0:1}$idx$net"
+    subnet="10.$((160 + idx * 4 + net)).0.0/16"
+  fi
   cat <<EOF
-{"cniVersion":"0.3.1","name":"bench-$impl-$idx","type":"bridge","bridge":"b$impl$idx",
+{"cniVersion":"0.3.1","name":"$name","type":"bridge","bridge":"$bridge",
  "isGateway":true,"ipMasq":$masq,$backend
- "ipam":{"type":"host-local","subnet":"10.$((100 + idx)).0.0/16","dataDir":"$WORK/ipam"}}
+ "ipam":{"type":"host-local","subnet":"$subnet","dataDir":"$WORK/ipam"}}
 EOF
 }
 
-# The measuring loop runs inside the node netns: one bash, direct execs.
+# The measuring loops run inside the node netns: one bash, direct execs.
 cat >"$WORK/run.sh" <<'EOF'
 #!/usr/bin/env bash
-# args: BINDIR CONF PREFIX N BURST OUT
+# args: BINDIR CONF PREFIX N BURST BIG OUT
 set -u
-bindir=$1; conf=$2; prefix=$3; n=$4; burst=$5; out=$6
+bindir=$1; conf=$2; prefix=$3; n=$4; burst=$5; big=$6; out=$7
 export CNI_PATH=$bindir CNI_IFNAME=eth0 CNI_ARGS=""
 ms() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f\n", (b-a)*1000}'; }
-for i in $(seq 1 "$n"); do
-  t0=$EPOCHREALTIME
-  CNI_COMMAND=ADD CNI_CONTAINERID="$prefix-$i" CNI_NETNS=/run/netns/$prefix-$i \
-    "$bindir/bridge" <"$conf" >/dev/null 2>"$out.err" || { echo "ADD failed:"; cat "$out.err"; exit 1; }
-  t1=$EPOCHREALTIME
-  ms "$t0" "$t1" >>"$out.add"
+for cmd in ADD DEL; do
+  for i in $(seq 1 "$n"); do
+    t0=$EPOCHREALTIME
+    CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-$i" CNI_NETNS=/run/netns/$prefix-$i \
+      "$bindir/bridge" <"$conf" >/dev/null 2>"$out.err" || { echo "$cmd failed:"; cat "$out.err"; exit 1; }
+    t1=$EPOCHREALTIME
+    ms "$t0" "$t1" >>"$out.${cmd,,}"
+  done
 done
-for i in $(seq 1 "$n"); do
-  t0=$EPOCHREALTIME
-  CNI_COMMAND=DEL CNI_CONTAINERID="$prefix-$i" CNI_NETNS=/run/netns/$prefix-$i \
-    "$bindir/bridge" <"$conf" >/dev/null 2>"$out.err" || { echo "DEL failed:"; cat "$out.err"; exit 1; }
-  t1=$EPOCHREALTIME
-  ms "$t0" "$t1" >>"$out.del"
-done
-# Burst: BURST concurrent ADDs, wall time of the whole burst, then concurrent DELs.
-t0=$EPOCHREALTIME
-for i in $(seq 1 "$burst"); do
-  CNI_COMMAND=ADD CNI_CONTAINERID="$prefix-b$i" CNI_NETNS=/run/netns/$prefix-b$i \
-    "$bindir/bridge" <"$conf" >/dev/null 2>>"$out.burst.err" &
-done
-fail=0; for j in $(jobs -p); do wait "$j" || fail=1; done
-t1=$EPOCHREALTIME
-[ $fail = 0 ] || { echo "burst ADD failed:"; cat "$out.burst.err"; exit 1; }
-ms "$t0" "$t1" >"$out.burst"
-t0=$EPOCHREALTIME
-for i in $(seq 1 "$burst"); do
-  CNI_COMMAND=DEL CNI_CONTAINERID="$prefix-b$i" CNI_NETNS=/run/netns/$prefix-b$i \
-    "$bindir/bridge" <"$conf" >/dev/null 2>>"$out.burst.err" &
-done
-for j in $(jobs -p); do wait "$j" || fail=1; done
-t1=$EPOCHREALTIME
-[ $fail = 0 ] || { echo "burst DEL failed:"; cat "$out.burst.err"; exit 1; }
-ms "$t0" "$t1" >"$out.burstdel"
+# burst K TAG: K concurrent ADDs (wall time of the whole burst), then K concurrent DELs.
+burst() {
+  local k=$1 tag=$2 cmd fail i j t0 t1
+  for cmd in ADD DEL; do
+    fail=0
+    t0=$EPOCHREALTIME
+    for i in $(seq 1 "$k"); do
+      CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-b$i" CNI_NETNS=/run/netns/$prefix-b$i \
+        "$bindir/bridge" <"$conf" >/dev/null 2>>"$out.$tag.err" &
+    done
+    for j in $(jobs -p); do wait "$j" || fail=1; done
+    t1=$EPOCHREALTIME
+    [ $fail = 0 ] || { echo "burst $cmd failed:"; cat "$out.$tag.err"; exit 1; }
+    ms "$t0" "$t1" >"$out.$tag.${cmd,,}"
+  done
+}
+burst "$burst" burst
+burst "$big" bigburst
 EOF
 chmod +x "$WORK/run.sh"
 
+# floor.sh PREFIX K OUT: K veth pairs (container end in a pod netns, host end on a
+# bridge in the node netns, made untimed), then K concurrent
+# `ip -n <pod> link del eth0`: the link work of a DEL burst with no plugin around it.
+cat >"$WORK/floor.sh" <<'EOF'
+#!/usr/bin/env bash
+set -u
+prefix=$1; k=$2; out=$3
+ip link add "fl$k" type bridge && ip link set "fl$k" up
+for i in $(seq 1 "$k"); do
+  ip link add "fv$k-$i" type veth peer name eth0 netns "$prefix-$i"
+  ip link set "fv$k-$i" master "fl$k" up
+done
+t0=$EPOCHREALTIME
+for i in $(seq 1 "$k"); do ip -n "$prefix-$i" link del eth0 & done
+wait
+t1=$EPOCHREALTIME
+awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f\n", (b-a)*1000}' >"$out"
+ip link del "fl$k"
+EOF
+chmod +x "$WORK/floor.sh"
+
+# grow.sh BINDIR CONFPREFIX PODPREFIX N OUT: N ADDs one after the other, round-robin
+# over the 4 configs CONFPREFIX{0..3}.json, then N DELs; per-call wall time.
+cat >"$WORK/grow.sh" <<'EOF'
+#!/usr/bin/env bash
+set -u
+bindir=$1; confs=$2; prefix=$3; n=$4; out=$5
+export CNI_PATH=$bindir CNI_IFNAME=eth0 CNI_ARGS=""
+ms() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f\n", (b-a)*1000}'; }
+for cmd in ADD DEL; do
+  for i in $(seq 1 "$n"); do
+    t0=$EPOCHREALTIME
+    CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-$i" CNI_NETNS=/run/netns/$prefix-$i \
+      "$bindir/bridge" <"$confs$(( (i - 1) % 4 )).json" >/dev/null 2>"$out.err" \
+      || { echo "$cmd $i failed:"; cat "$out.err"; exit 1; }
+    t1=$EPOCHREALTIME
+    ms "$t0" "$t1" >>"$out.${cmd,,}"
+  done
+done
+EOF
+chmod +x "$WORK/grow.sh"
+
 median() { sort -n "$1" | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+MAXB=$(( BURST > BIG ? BURST : BIG ))
 
 # phase IMPL BINDIR MASQ IDX: make pod namespaces (untimed), run, collect.
 phase() {
@@ -108,13 +168,28 @@ phase() {
   local prefix="$TAG-$impl$idx"
   conf "$impl" "$masq" "$idx" >"$WORK/$impl$idx.json"
   for i in $(seq 1 "$N"); do ip netns add "$prefix-$i"; done
-  for i in $(seq 1 "$BURST"); do ip netns add "$prefix-b$i"; done
-  ip netns exec "$NODE" "$WORK/run.sh" "$bindir" "$WORK/$impl$idx.json" "$prefix" "$N" "$BURST" "$WORK/$impl$idx"
+  for i in $(seq 1 "$MAXB"); do ip netns add "$prefix-b$i"; done
+  ip netns exec "$NODE" "$WORK/run.sh" "$bindir" "$WORK/$impl$idx.json" "$prefix" "$N" "$BURST" "$BIG" "$WORK/$impl$idx"
   for i in $(seq 1 "$N"); do ip netns del "$prefix-$i"; done
-  for i in $(seq 1 "$BURST"); do ip netns del "$prefix-b$i"; done
+  for i in $(seq 1 "$MAXB"); do ip netns del "$prefix-b$i"; done
 }
 
-echo "rcni benchmark: $N sequential pods, burst of $BURST concurrent pods, bridge + host-local"
+# floor K
+floor() {
+  local k=$1 prefix="$TAG-fl$1"
+  for i in $(seq 1 "$k"); do ip netns add "$prefix-$i"; done
+  ip netns exec "$NODE" "$WORK/floor.sh" "$prefix" "$k" "$WORK/floor$k"
+  for i in $(seq 1 "$k"); do ip netns del "$prefix-$i"; done
+}
+
+# grow IMPL BINDIR MASQ IDX (pod namespaces made once, shared by every growth run)
+grow() {
+  local impl=$1 bindir=$2 masq=$3 idx=$4
+  for k in 0 1 2 3; do conf "$impl" "$masq" "$idx" "$k" >"$WORK/g$impl$idx-$k.json"; done
+  ip netns exec "$NODE" "$WORK/grow.sh" "$bindir" "$WORK/g$impl$idx-" "$TAG-gp" "$GROWTH" "$WORK/g$impl$idx"
+}
+
+echo "rcni benchmark: bridge + host-local; $N sequential pods, bursts of $BURST and $BIG concurrent pods, growth to $GROWTH pods"
 echo "ours: $OURS   reference: $REF ($(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown))"
 echo
 idx=0
@@ -123,24 +198,69 @@ for masq in false true nftables; do
   phase ours "$OURS" "$masq" "$idx"
   phase ref "$REF" "$masq" "$idx"
 done
+floor "$BURST"
+floor "$BIG"
+if [ "$GROWTH" != 0 ]; then
+  ip netns exec "$NODE" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  for i in $(seq 1 "$GROWTH"); do ip netns add "$TAG-gp-$i"; done
+  idx=0
+  for masq in false true nftables; do
+    idx=$((idx + 1))
+    grow ours "$OURS" "$masq" "$idx"
+    # The reference has no nftables backend: its iptables run stands for it.
+    [ "$masq" = nftables ] || grow ref "$REF" "$masq" "$idx"
+  done
+fi
 
-printf '%-32s %12s %12s %8s\n' "phase" "ours (ms)" "ref (ms)" "ratio"
-printf '%-32s %12s %12s %8s\n' "-----" "---------" "--------" "-----"
+printf '%-36s %12s %12s %8s\n' "phase" "ours (ms)" "ref (ms)" "ratio"
+printf '%-36s %12s %12s %8s\n' "-----" "---------" "--------" "-----"
 row() {
-  local label=$1 o r
-  o=$2; r=$3
-  printf '%-32s %12.2f %12.2f %7.2fx\n' "$label" "$o" "$r" "$(awk -v o="$o" -v r="$r" 'BEGIN{print (r>0)?o/r:0}')"
+  local label=$1 o=$2 r=$3
+  printf '%-36s %12.2f %12.2f %7.2fx\n' "$label" "$o" "$r" "$(awk -v o="$o" -v r="$r" 'BEGIN{print (r>0)?o/r:0}')"
+}
+suffix() {
+  case "$1" in true) echo " +ipMasq" ;; nftables) echo " +ipMasq nft" ;; *) echo "" ;; esac
 }
 idx=0
 for masq in false true nftables; do
   idx=$((idx + 1))
-  sfx=""
-  [ "$masq" = true ] && sfx=" +ipMasq"
-  [ "$masq" = nftables ] && sfx=" +ipMasq nft"
+  sfx=$(suffix "$masq")
   row "ADD median$sfx" "$(median "$WORK/ours$idx.add")" "$(median "$WORK/ref$idx.add")"
   row "DEL median$sfx" "$(median "$WORK/ours$idx.del")" "$(median "$WORK/ref$idx.del")"
-  row "burst $BURST ADD total$sfx" "$(cat "$WORK/ours$idx.burst")" "$(cat "$WORK/ref$idx.burst")"
-  row "burst $BURST DEL total$sfx" "$(cat "$WORK/ours$idx.burstdel")" "$(cat "$WORK/ref$idx.burstdel")"
+  for b in "burst:$BURST" "bigburst:$BIG"; do
+    tag=${b%%:*}; k=${b#*:}
+    row "burst $k ADD total$sfx" "$(cat "$WORK/ours$idx.$tag.add")" "$(cat "$WORK/ref$idx.$tag.add")"
+    row "burst $k DEL total$sfx" "$(cat "$WORK/ours$idx.$tag.del")" "$(cat "$WORK/ref$idx.$tag.del")"
+  done
 done
+# The floor has no plugin: its ratio column is our DEL burst without masquerade
+# over the floor.
+for b in "burst:$BURST" "bigburst:$BIG"; do
+  tag=${b%%:*}; k=${b#*:}
+  f=$(cat "$WORK/floor$k")
+  printf '%-36s %12.2f %12s %7.2fx\n' "floor: $k veth deletions (ip)" "$f" "-" \
+    "$(awk -v o="$(cat "$WORK/ours1.$tag.del")" -v f="$f" 'BEGIN{print (f>0)?o/f:0}')"
+done
+if [ "$GROWTH" != 0 ]; then
+  # part FILE first|last: median of the first or last 50 lines.
+  part() { if [ "$2" = first ]; then head -n 50 "$1"; else tail -n 50 "$1"; fi >"$1.$2"; median "$1.$2"; }
+  idx=0
+  for masq in false true nftables; do
+    idx=$((idx + 1))
+    sfx=$(suffix "$masq")
+    r=$idx
+    [ "$masq" = nftables ] && r=2
+    for cmd in add del; do
+      C=${cmd^^}
+      o1=$(part "$WORK/gours$idx.$cmd" first); o2=$(part "$WORK/gours$idx.$cmd" last)
+      r1=$(part "$WORK/gref$r.$cmd" first); r2=$(part "$WORK/gref$r.$cmd" last)
+      row "$GROWTH pods: $C first 50$sfx" "$o1" "$r1"
+      row "$GROWTH pods: $C last 50$sfx" "$o2" "$r2"
+      row "$GROWTH pods: $C last/first$sfx" "$(awk -v a="$o2" -v b="$o1" 'BEGIN{print a/b}')" \
+        "$(awk -v a="$r2" -v b="$r1" 'BEGIN{print a/b}')"
+    done
+  done
+fi
 echo
 echo "ratio < 1 means ours is faster. DEL is dominated by the kernel's veth teardown."
+echo "The reference has no nftables backend: its '+ipMasq nft' columns are its iptables runs."

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rcni demo: a three-node flannel cluster in network namespaces, pods networked by our
-# `flannel` plugin (→ bridge → host-local, + loopback), and pings to prove it works.
+# `flannel` plugin (→ bridge → host-local, + loopback) and `portmap`, pings to prove it
+# works, and a pod's hostPort on node1 reached from node2.
 #
 #   sudo ./scripts/demo.sh                  # builds, then runs host-gw and vxlan
 #   sudo ./scripts/demo.sh --mode vxlan     # one mode only
@@ -21,7 +22,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$PWD
-CONFLIST=$REPO/conf-examples/10-flannel-rcni.conflist
+CONFLIST=$REPO/conf-examples/10-flannel.conflist
+# The hostPort pod1 on node1 publishes (its port 80), as kubelet passes it to portmap.
+HOST_PORT=8080
 
 PREFIX=rcni-demo
 LAN_NS=$PREFIX-lan
@@ -82,10 +85,10 @@ if [ "$build" = 1 ]; then
   env -u CARGO_TARGET_DIR ./scripts/build.sh
 fi
 BIN=${RCNI_BIN_DIR:-$REPO/target/bin}
-for b in flannel bridge host-local loopback; do
+for b in flannel bridge host-local loopback portmap; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: run ./scripts/build.sh" >&2; exit 1; }
 done
-for t in ip jq ping bridge; do
+for t in ip jq ping bridge busybox; do
   command -v "$t" >/dev/null || { echo "missing $t: run ./scripts/deps.sh" >&2; exit 1; }
 done
 
@@ -103,6 +106,7 @@ delete_namespaces() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP PIPE
+  [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
   delete_namespaces
   rm -rf "$WORK"
   exit "$rc"
@@ -182,7 +186,7 @@ routes_vxlan() {
 }
 
 # ---------------------------------------------------------------- CNI calls
-# The flannel plugin config of conf-examples/10-flannel-rcni.conflist as a runtime sends it
+# The flannel plugin config of the conflist ($CONFLIST) as a runtime sends it
 # (name and cniVersion injected), with this node's subnet.env and state dirs instead of
 # /run/flannel and /var/lib/cni.
 flannel_conf() {
@@ -193,6 +197,25 @@ flannel_conf() {
                     ipam: {dataDir: $ipam}}' "$CONFLIST"
 }
 LOOPBACK_CONF='{"cniVersion":"0.3.1","name":"cni-loopback","type":"loopback"}'
+
+# The portmap config of the conflist, as a runtime sends it: name and cniVersion injected,
+# capabilities turned into runtimeConfig (port mappings only for the pod that has a
+# hostPort; kubelet passes an empty list for the others), the previous result as prevResult.
+portmap_conf() {
+  local mappings=$1 prev=$2
+  jq -c --argjson pm "$mappings" --argjson prev "$prev" \
+    '.plugins[1] + {name: .name, cniVersion: .cniVersion, runtimeConfig: {portMappings: $pm},
+                    prevResult: $prev} | del(.capabilities)' "$CONFLIST"
+}
+
+# Port mappings of pod k on node n.
+pod_mappings() {
+  if [ "$1/$2" = 1/1 ]; then
+    echo "[{\"hostPort\":$HOST_PORT,\"containerPort\":80,\"protocol\":\"tcp\"}]"
+  else
+    echo '[]'
+  fi
+}
 
 # cni NODE CMD PLUGIN IFNAME CONTAINER-ID NETNS-PATH CONFIG: runs the plugin in the node netns
 # with the environment a runtime gives it; prints its stdout, fails on non-zero exit.
@@ -233,6 +256,13 @@ add_pods() {
         printf '%s\n' "$res" | indent
         return 1
       fi
+      # The chain's second plugin: portmap, with flannel's result, passes it through.
+      if ! res=$(cni "$n" ADD portmap eth0 "$id" "/run/netns/$ns" \
+                   "$(portmap_conf "$(pod_mappings "$n" "$k")" "$res")"); then
+        echo "  $KO portmap ADD for container $id failed:"
+        printf '%s\n' "$res" | indent
+        return 1
+      fi
       ip=$(jq -r '[.ips[].address | select(test("^10\\."))][0] | split("/")[0]' <<<"$res")
       RESULT["$n/$k"]=$res
       POD_IP["$n/$k"]=$ip
@@ -247,6 +277,9 @@ del_pods() {
     n=${p%/*} k=${p#*/}
     id="node$n-pod$k"
     ns=$(pod_ns "$n" "$k")
+    # DEL runs the list in reverse, each plugin with the final result.
+    cni_ok "$n" DEL portmap eth0 "$id" "/run/netns/$ns" \
+      "$(portmap_conf "$(pod_mappings "$n" "$k")" "${RESULT[$p]}")"
     conf=$(jq -c --argjson prev "${RESULT[$p]}" '. + {prevResult: $prev}' <<<"$(flannel_conf "$n")")
     cni_ok "$n" DEL flannel eth0 "$id" "/run/netns/$ns" "$conf"
     cni_ok "$n" DEL loopback lo "$id" "/run/netns/$ns" "$LOOPBACK_CONF"
@@ -300,6 +333,41 @@ ping_matrix() {
   printf '    pod → pod on the same node   %s\n' "$(score pod-same)"
   printf '    pod → pod across nodes       %s\n' "$(score pod-cross)"
 }
+# The hostPort: a server in pod1 on node1, a client on node2 connecting to node1's LAN
+# address. The connection leaves node2 for node1:8080; portmap's DNAT sends it to the pod.
+SERVER_PID=
+hostport_check() {
+  local want got ns
+  ns=$(pod_ns 1 1)
+  want="hello from pod1 on node1"
+  ip netns exec "$ns" busybox nc -ll -p 80 -e /bin/busybox echo "$want" >/dev/null 2>&1 &
+  SERVER_PID=$!
+  # Wait for the server (poll the pod's port from node1; no fixed sleep).
+  for _ in $(seq 1 100); do
+    got=$(in_node 1 busybox nc -w 1 "${POD_IP[1/1]}" 80 </dev/null 2>/dev/null || true)
+    [ "$got" = "$want" ] && break
+  done
+  note "node1's port-forwarding rules for pod1 (iptables nat table, the reference's layout):"
+  in_node 1 iptables -w -t nat -S | grep -E 'CNI-HOSTPORT-DNAT|CNI-DN-' | grep -v '^-N' | indent || true
+  got=$(in_node 2 busybox nc -w 2 "$(node_ip 1)" "$HOST_PORT" </dev/null 2>/dev/null || true)
+  printf '    node2 → %s:%s answered: %s\n' "$(node_ip 1)" "$HOST_PORT" "${got:-nothing}"
+  if [ "$got" = "$want" ]; then
+    echo "    $OK hostPort $HOST_PORT on node1 reaches pod1 (${POD_IP[1/1]}:80) from node2"
+    PASS=$((PASS + 1))
+  else
+    echo "    $KO hostPort $HOST_PORT on node1 did not reach pod1 from node2"
+    FAIL=$((FAIL + 1))
+  fi
+}
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+  fi
+}
+
 score() {
   local ok=${CAT_OK[$1]:-0} all=${CAT_ALL[$1]:-0}
   if [ "$ok" = "$all" ]; then echo "$OK $ok/$all"; else echo "$KO $ok/$all"; fi
@@ -353,8 +421,20 @@ run_mode() {
   CAT_OK=() CAT_ALL=()
   ping_matrix
 
-  step "Deleting every pod (CNI_COMMAND=DEL: flannel reads its saved config, bridge + host-local free the IP)"
+  step "A hostPort: pod1 on node1 maps port 80 to node1:$HOST_PORT (portmap), a client on node2 connects"
+  hostport_check
+  stop_server
+
+  step "Deleting every pod (CNI_COMMAND=DEL: portmap removes the mapping, flannel reads its saved config, bridge + host-local free the IP)"
   del_pods
+  if [ -z "$(in_node 1 iptables -w -t nat -S | grep 'CNI-DN-' || true)" ] &&
+     ! in_node 2 busybox nc -w 2 "$(node_ip 1)" "$HOST_PORT" </dev/null >/dev/null 2>&1; then
+    echo "    node1: $OK no port-mapping rule left, node1:$HOST_PORT no longer answers"
+    PASS=$((PASS + 1))
+  else
+    echo "    node1: $KO port-mapping rules or the forwarding are left"
+    FAIL=$((FAIL + 1))
+  fi
   for n in "${NODES[@]}"; do
     local ips saved
     ips=$(find "$WORK/node$n/ipam/cbr0" -maxdepth 1 -name '10.*' 2>/dev/null | wc -l)
@@ -383,7 +463,7 @@ done
 heading "Summary"
 for r in "${RESULTS[@]}"; do echo "  $r"; done
 if [ "$TOTAL_FAIL" = 0 ]; then
-  echo "  $OK every pod reached every pod and every node, in every mode; nothing left behind"
+  echo "  $OK every pod reached every pod and every node, a hostPort answered across nodes, in every mode; nothing left behind"
 else
   echo "  $KO $TOTAL_FAIL checks failed"
   exit 1

@@ -3,7 +3,7 @@
 # (as root). Safe to run again: apt-get skips what is already there.
 set -euo pipefail
 pkgs=(nftables iptables iproute2 iputils-ping jq util-linux procps file
-      containernetworking-plugins hyperfine strace)
+      containernetworking-plugins hyperfine strace busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

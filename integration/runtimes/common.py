@@ -12,7 +12,7 @@ import tempfile
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-OUR_PLUGINS = ["flannel", "bridge", "host-local", "loopback"]
+OUR_PLUGINS = ["flannel", "bridge", "host-local", "loopback", "portmap"]
 
 
 class Fail(Exception):
@@ -138,6 +138,49 @@ def wait_for(pred, what, timeout=60.0):
             return
         time.sleep(0.1)
     raise Fail(f"timed out waiting for {what}")
+
+
+class Outside:
+    """A client outside the node: a netns on a veth to the node, node 192.168.77.1/24, client
+    192.168.77.2/24. Reaches the node's host ports with `busybox nc`."""
+
+    NODE_IP = "192.168.77.1"
+
+    def __init__(self, node, tag):
+        self.ns = Netns(f"out{tag}")
+        a, b = f"rto{os.getpid()}", f"rti{os.getpid()}"
+        run(["ip", "link", "add", a, "netns", node.name, "type", "veth", "peer", "name", b,
+             "netns", self.ns.name])
+        node.exec(["ip", "addr", "add", f"{self.NODE_IP}/24", "dev", a])
+        node.exec(["ip", "link", "set", a, "up"])
+        self.ns.exec(["ip", "addr", "add", "192.168.77.2/24", "dev", b])
+        self.ns.exec(["ip", "link", "set", b, "up"])
+
+    def tcp(self, port, host=None):
+        """What the server at node:port says, or None when nothing answers."""
+        p = self.ns.exec(["busybox", "nc", "-w", "2", host or self.NODE_IP, str(port)],
+                         check_rc=False, input="")
+        out = p.stdout.strip()
+        return out if p.returncode == 0 and out else None
+
+    def close(self):
+        self.ns.close()
+
+
+def tcp_from(ns_cmd, host, port):
+    """`busybox nc` to host:port through the command prefix ns_cmd; the answer or None."""
+    p = run(ns_cmd + ["busybox", "nc", "-w", "2", host, str(port)], check_rc=False, input="")
+    out = p.stdout.strip()
+    return out if p.returncode == 0 and out else None
+
+
+def serve(ns_cmd, port, text):
+    """A TCP server answering `text` on every connection, run through the command prefix
+    ns_cmd (e.g. `ip netns exec X`); the caller polls for readiness and kills it."""
+    return subprocess.Popen(ns_cmd + ["busybox", "nc", "-ll", "-p", str(port), "-e",
+                                      "/bin/busybox", "echo", text],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def tmpdir(prefix):

@@ -7,18 +7,21 @@ twice (as kubelet does) and removed through the CRI API (runtime.v1 over gRPC, s
 """
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 
-from common import (REPO, Fail, Netns, Recorder, check, fmt_calls, load_json, node_inode_str,
-                    run, tmpdir, wait_for, write_json)
+from common import (REPO, Fail, Netns, Outside, Recorder, check, fmt_calls, load_json,
+                    node_inode_str, run, serve, tcp_from, tmpdir, wait_for, write_json)
 import image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAUSE = "docker.io/library/rcni-pause:1"
+# The pod's hostPort (kubelet passes it in PodSandboxConfig.port_mappings).
+HOST_PORT = 18080
 
 
 def cri_modules(tmp):
@@ -78,7 +81,8 @@ PRIVATE_MOUNTS = ("mount -t tmpfs -o mode=755 rcni-run /run && mkdir /run/netns"
 
 
 def flannel_conflist(tmp):
-    d = load_json(os.path.join(REPO, "conf-examples", "10-flannel-rcni.conflist"))
+    """kube-flannel's conflist: flannel, then portmap."""
+    d = load_json(os.path.join(REPO, "conf-examples", "10-flannel.conflist"))
     for p in d["plugins"]:
         if p["type"] == "flannel":
             p["subnetFile"] = os.path.join(tmp, "subnet.env")
@@ -86,7 +90,7 @@ def flannel_conflist(tmp):
             p["ipam"] = {"dataDir": os.path.join(tmp, "ipam")}
     shutil.copy(os.path.join(REPO, "conf-examples", "subnet.env.vxlan"), os.path.join(tmp, "subnet.env"))
     os.makedirs(os.path.join(tmp, "net.d"))
-    write_json(os.path.join(tmp, "net.d", "10-flannel-rcni.conflist"), d)
+    write_json(os.path.join(tmp, "net.d", "10-flannel.conflist"), d)
     return d
 
 
@@ -101,7 +105,7 @@ def bridge_conflist(tmp):
 
 def pod_sandbox(bin_dir, reference):
     tmp = tmpdir("containerd")
-    node = proc = None
+    node = proc = outside = server = None
     log = open(os.path.join(tmp, "containerd.log"), "w")
     try:
         pb, pbg = cri_modules(tmp)
@@ -109,7 +113,7 @@ def pod_sandbox(bin_dir, reference):
         node = Netns("cd")
         rec = Recorder(tmp, {p: os.path.join(bin_dir, p)
                              for p in (["bridge", "host-local", "loopback"] +
-                                       ([] if reference else ["flannel"]))})
+                                       ([] if reference else ["flannel", "portmap"]))})
         conf = bridge_conflist(tmp) if reference else flannel_conflist(tmp)
         subnet = "10.88.0.0/16" if reference else "10.244.1.0/24"
         cfg = os.path.join(tmp, "config.toml")
@@ -141,8 +145,11 @@ def pod_sandbox(bin_dir, reference):
 
         meta = pb.PodSandboxMetadata(name="pod-a", uid="0b1c2d3e-aaaa-bbbb-cccc-444455556666",
                                      namespace="default", attempt=0)
+        ports = [] if reference else [pb.PortMapping(protocol=pb.TCP, container_port=80,
+                                                      host_port=HOST_PORT)]
         cfgp = pb.PodSandboxConfig(metadata=meta, hostname="pod-a",
                                    log_directory=os.path.join(tmp, "logs"),
+                                   port_mappings=ports,
                                    linux=pb.LinuxPodSandboxConfig())
         sid = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfgp), timeout=120).pod_sandbox_id
         st = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=True),
@@ -157,6 +164,23 @@ def pod_sandbox(bin_dir, reference):
         check(netns_path, f"loopback never got ADD:\n{fmt_calls(calls)}")
         # The pod is reachable from the node, through the plugins' bridge.
         node.exec(["busybox", "ping", "-c", "1", "-W", "5", ip])
+        if not reference:
+            # Its hostPort from outside the node: a server in the sandbox's netns (entered
+            # through the pause process), a client on a veth to the node.
+            pm = [c for c in calls if c["plugin"] == "portmap" and c["cmd"] == "ADD"]
+            check(pm and json.loads(pm[0]["stdin"]).get("runtimeConfig", {}).get("portMappings"),
+                  f"portmap got no portMappings from containerd:\n{fmt_calls(calls)}")
+            pid = json.loads(st.info["info"])["pid"]
+            server = serve(["nsenter", "-t", str(pid), "-n"], 80, "hello-cri")
+            node_cmd = ["nsenter", f"--net={node.path}"]
+            wait_for(lambda: tcp_from(node_cmd, ip, 80), "the pod's server")
+            outside = Outside(node, "d")
+            got = outside.tcp(HOST_PORT)
+            check(got == "hello-cri", f"hostPort {HOST_PORT} answered {got!r} from outside")
+            # It holds the sandbox's netns: end it before the sandbox goes.
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            server = None
 
         rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=120)
         rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid), timeout=120)
@@ -194,6 +218,12 @@ def pod_sandbox(bin_dir, reference):
         check(not left, f"host-local still holds {left} after the sandbox was removed")
         check(not os.path.exists(os.path.join(tmp, "flannel", sid)), "flannel state left")
         veths = node.exec(["ip", "-o", "link", "show", "type", "veth"]).stdout
+        if outside:
+            check(outside.tcp(HOST_PORT) is None, "hostPort still forwarded after the sandbox went")
+            nat = node.exec(["iptables-save", "-t", "nat"]).stdout
+            check("CNI-DN-" not in nat, f"port mapping rules left:\n{nat}")
+            # The client's veth is ours, not the pod's.
+            veths = "\n".join(l for l in veths.splitlines() if "rto" not in l)
         check(veths.strip() == "", f"veth left on the node:\n{veths}")
         chan.close()
     except Exception as e:
@@ -211,6 +241,11 @@ def pod_sandbox(bin_dir, reference):
                 proc.wait()
         log.close()
         kill_processes_under(tmp)
+        if server:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        if outside:
+            outside.close()
         if node:
             node.close()
         subprocess.run(["umount", "-R", "-l", tmp], capture_output=True)

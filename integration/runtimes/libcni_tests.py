@@ -11,9 +11,10 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 
-from common import (REPO, Fail, Netns, Recorder, check, fmt_calls, load_json, node_inode_str,
-                    run, tmpdir, write_json)
+from common import (REPO, Fail, Netns, Outside, Recorder, check, fmt_calls, load_json,
+                    node_inode_str, run, serve, tcp_from, tmpdir, wait_for, write_json)
 
 EXAMPLES = os.path.join(REPO, "conf-examples")
 # libcni v1.1.x knows results up to 1.0.0; 1.1.0 (STATUS, GC) is exercised through invoke.
@@ -33,11 +34,15 @@ CONFIGS = {
 }
 
 
+# The host port a pod of a config with `portmap` gets (kubelet's hostPort).
+HOST_PORT = 18080
+
+
 def plugin_map(bin_dir):
-    m = {p: os.path.join(bin_dir, p) for p in ["flannel", "bridge", "host-local", "loopback"]}
+    m = {p: os.path.join(bin_dir, p)
+         for p in ["flannel", "bridge", "host-local", "loopback", "portmap"]}
     if not os.path.exists(m["flannel"]):
         del m["flannel"]  # the reference set (harness self-test) has no flannel
-    m["portmap"] = "/usr/lib/cni/portmap"  # 10-flannel.conflist chains the reference portmap
     return m
 
 
@@ -83,7 +88,7 @@ def subnet_env_networks(path):
 def case(driver, bin_dir, conf_name, version, reference=False):
     subnet_env, nets, ifname = CONFIGS[conf_name]
     tmp = tmpdir("libcni")
-    node = pod = None
+    node = pod = outside = server = None
     try:
         node, pod = Netns("n"), Netns("p")
         rec = Recorder(tmp, plugin_map(bin_dir))
@@ -92,9 +97,15 @@ def case(driver, bin_dir, conf_name, version, reference=False):
             nets = subnet_env_networks(os.path.join(tmp, "subnet.env"))
         cid = f"ctr{os.getpid()}{version.replace('.', '')}"
         args = CNI_ARGS.format(id=cid)
+        types = [p["type"] for p in d.get("plugins", [d])]
         base = ["ip", "netns", "exec", node.name, driver, "-path", rec.dir, "-cache",
                 os.path.join(tmp, "cache"), "-conf", conf, "-netns", pod.path, "-id", cid,
-                "-ifname", ifname, "-args", args, "-convert", "1.0.0"]
+                "-ifname", ifname, "-args", args]
+        if "portmap" in types:
+            # What kubelet sends for a pod with a hostPort; libcni turns it into runtimeConfig.
+            base += ["-portmap", json.dumps(
+                [{"hostPort": HOST_PORT, "containerPort": 80, "protocol": "tcp"}])]
+        base += ["-convert", "1.0.0"]
 
         def drive(cmd, extra=(), ok=True):
             p = run(base[:-2] + list(extra) + base[-2:] + [cmd], check_rc=False)
@@ -122,6 +133,16 @@ def case(driver, bin_dir, conf_name, version, reference=False):
             lo = pod.exec(["ip", "-o", "addr", "show", "dev", "lo"]).stdout
             check("127.0.0.1/8" in lo, f"loopback not up with 127.0.0.1 in the pod: {lo}")
 
+        if "portmap" in types and nets:
+            # A client outside the node reaches the pod through node-address:hostPort.
+            outside = Outside(node, "l")
+            pod_ip = str(ipaddress.ip_interface(next(a for a in raw_ips if ":" not in a)).ip)
+            server = serve(["ip", "netns", "exec", pod.name], 80, "hello-libcni")
+            wait_for(lambda: tcp_from(["ip", "netns", "exec", node.name], pod_ip, 80),
+                     "the pod's server")
+            got = outside.tcp(HOST_PORT)
+            check(got == "hello-libcni", f"host port {HOST_PORT} answered {got!r} from outside")
+
         cached = json.loads(drive("cached").stdout)
         check(cached["result"] == add["result"], f"cached result differs:\n{cached}\n{add}")
 
@@ -132,11 +153,10 @@ def case(driver, bin_dir, conf_name, version, reference=False):
             check(p.returncode != 0 and "does not support the CHECK command" in p.stderr,
                   f"libcni should refuse CHECK below 0.4.0: {p.stderr}")
 
-        types = [p["type"] for p in d.get("plugins", [d])]
-        with_status = version == "1.0.0" and not reference and "portmap" not in types
+        with_status = version == "1.0.0" and not reference
         if with_status:
             # CNI 1.1.0 STATUS and GC on the same network and state (the reference
-            # plugins v1.1.1, e.g. portmap, predate 1.1.0).
+            # plugins v1.1.1 predate 1.1.0).
             conf11, _ = prepare(os.path.join(EXAMPLES, conf_name), "1.1.0", tmp, subnet_env, "v110-")
             c11 = ["-conf", conf11]
             drive("status", c11)
@@ -150,6 +170,10 @@ def case(driver, bin_dir, conf_name, version, reference=False):
 
         drive("del")
         drive("del")  # DEL is idempotent
+        if outside:
+            check(outside.tcp(HOST_PORT) is None, "host port still forwarded after DEL")
+            nat = node.exec(["iptables-save", "-t", "nat"]).stdout
+            check("CNI-DN-" not in nat, f"port mapping rules left after DEL:\n{nat}")
         if nets:
             p = pod.exec(["ip", "link", "show", ifname], check_rc=False)
             check(p.returncode != 0, f"{ifname} still in the pod after DEL")
@@ -186,6 +210,11 @@ def case(driver, bin_dir, conf_name, version, reference=False):
                 check(any(c["plugin"] == p and c["cmd"] == "ADD" for c in calls),
                       f"delegate {p} never got ADD:\n{fmt_calls(calls)}")
     finally:
+        if server:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        if outside:
+            outside.close()
         for ns in (pod, node):
             if ns:
                 ns.close()

@@ -15,13 +15,15 @@ import shutil
 import signal
 import subprocess
 
-from common import (REPO, Fail, Netns, Recorder, check, fmt_calls, load_json, node_inode_str,
-                    run, tmpdir, wait_for, write_json)
+from common import (REPO, Fail, Netns, Outside, Recorder, check, fmt_calls, load_json,
+                    node_inode_str, run, tcp_from, tmpdir, wait_for, write_json)
 from containerd_tests import PRIVATE_MOUNTS, kill_processes_under
 import image
 
 IMAGE = "localhost/rcni-busybox:1"
 NET = "cbr0"
+# Container a publishes its port 80 here (`podman run -p`).
+HOST_PORT = 18080
 
 
 def containers_conf(tmp, bin_dir):
@@ -56,11 +58,13 @@ def network_conf(tmp, reference):
         d["plugins"][0]["ipam"]["dataDir"] = os.path.join(tmp, "ipam")
         subnet = "10.88.0.0/16"
     else:
-        d = load_json(os.path.join(REPO, "conf-examples", "10-flannel-rcni.conflist"))
+        # kube-flannel's conflist: flannel, then portmap.
+        d = load_json(os.path.join(REPO, "conf-examples", "10-flannel.conflist"))
         for p in d["plugins"]:
-            p["subnetFile"] = os.path.join(tmp, "subnet.env")
-            p["dataDir"] = os.path.join(tmp, "flannel")
-            p["ipam"] = {"dataDir": os.path.join(tmp, "ipam")}
+            if p["type"] == "flannel":
+                p["subnetFile"] = os.path.join(tmp, "subnet.env")
+                p["dataDir"] = os.path.join(tmp, "flannel")
+                p["ipam"] = {"dataDir": os.path.join(tmp, "ipam")}
         shutil.copy(os.path.join(REPO, "conf-examples", "subnet.env.vxlan"),
                     os.path.join(tmp, "subnet.env"))
         subnet = "10.244.1.0/24"
@@ -71,13 +75,14 @@ def network_conf(tmp, reference):
 
 def two_containers(bin_dir, reference):
     tmp = tmpdir("podman")
-    node = holder = None
+    node = holder = outside = None
     env = None
     try:
         node = Netns("pm")
         top = "bridge" if reference else "flannel"
         rec = Recorder(tmp, {p: os.path.join(bin_dir, p)
-                             for p in ["bridge", "host-local", "loopback"] + ([] if reference else ["flannel"])})
+                             for p in ["bridge", "host-local", "loopback"] +
+                             ([] if reference else ["flannel", "portmap"])})
         conf, subnet = network_conf(tmp, reference)
         with open(os.path.join(tmp, "containers.conf"), "w") as f:
             f.write(containers_conf(tmp, rec.dir))
@@ -110,8 +115,12 @@ def two_containers(bin_dir, reference):
         tar = os.path.join(tmp, "rootfs.tar")
         image.rootfs_tar(tar)
         podman("import", tar, IMAGE)
-        for n in ("a", "b"):
-            podman("run", "-d", "--name", n, "--network", NET, IMAGE, "sleep", "1000000")
+        # a serves "hello-a" on port 80, published as the node's HOST_PORT (not for the
+        # reference self-test, whose bridge conflist has no portmap).
+        publish = [] if reference else ["-p", f"{HOST_PORT}:80"]
+        podman("run", "-d", "--name", "a", "--network", NET, *publish, IMAGE,
+               "/bin/busybox", "nc", "-ll", "-p", "80", "-e", "/bin/busybox", "echo", "hello-a")
+        podman("run", "-d", "--name", "b", "--network", NET, IMAGE, "sleep", "1000000")
 
         def ip_of(n):
             ip = podman("inspect", "-f", f"{{{{.NetworkSettings.Networks.{NET}.IPAddress}}}}", n)
@@ -125,8 +134,17 @@ def two_containers(bin_dir, reference):
         podman("exec", "a", "ping", "-c", "1", "-W", "5", gw)  # the node (bridge gateway)
         node.exec(["busybox", "ping", "-c", "1", "-W", "5", ipb])
         ids = {n: podman("inspect", "-f", "{{.Id}}", n) for n in ("a", "b")}
+        if not reference:
+            # a's published port from outside the node, through our portmap.
+            node_cmd = ["nsenter", f"--net={node.path}"]
+            wait_for(lambda: tcp_from(node_cmd, ipa, 80), "a's server")
+            outside = Outside(node, "p")
+            got = outside.tcp(HOST_PORT)
+            check(got == "hello-a", f"published port {HOST_PORT} answered {got!r} from outside")
 
         podman("stop", "-t", "0", "a", "b")
+        if outside:
+            check(outside.tcp(HOST_PORT) is None, "published port still forwarded after stop")
         ipdir = os.path.join(tmp, "ipam", conf["name"])
 
         def held():
@@ -148,6 +166,11 @@ def two_containers(bin_dir, reference):
         podman("rm", "-f", "-t", "0", "a", "b")
         check(held() == [], f"IPs still held after podman rm: {held()}")
         veths = node.exec(["ip", "-o", "link", "show", "type", "veth"]).stdout
+        if outside:
+            check(outside.tcp(HOST_PORT) is None, "published port still forwarded after rm")
+            nat = node.exec(["iptables-save", "-t", "nat"]).stdout
+            check("CNI-DN-" not in nat, f"port mapping rules left:\n{nat}")
+            veths = "\n".join(l for l in veths.splitlines() if "rto" not in l)
         check(veths.strip() == "", f"veth left on the node:\n{veths}")
 
         calls = rec.calls()
@@ -187,6 +210,8 @@ def two_containers(bin_dir, reference):
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
         kill_processes_under(tmp)
+        if outside:
+            outside.close()
         if node:
             node.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod echo;
 mod flannel_node;
 pub use flannel_node::FlannelNode;
 

@@ -52,9 +52,9 @@ fn bad_configs(plugin: &str, dir: &str) -> Vec<(&'static str, Value)> {
         ),
         ("bad name", base(json!({"name": "a/b c"}))),
     ];
-    // loopback passes prevResult on; bridge, first in a chain, ignores it on ADD as the
-    // reference does.
-    if plugin == "loopback" {
+    // loopback and portmap pass prevResult on; bridge, first in a chain, ignores it on ADD
+    // as the reference does.
+    if plugin == "loopback" || plugin == "portmap" {
         v.push((
             "prevResult garbage",
             base(json!({"prevResult": {"ips": "nope"}})),
@@ -96,6 +96,24 @@ fn bad_configs(plugin: &str, dir: &str) -> Vec<(&'static str, Value)> {
                 base(json!({"isGateway": "yes", "ipam": {}})),
             ),
         ]),
+        "portmap" => {
+            let pm = |m: Value| {
+                base(
+                    json!({"runtimeConfig": {"portMappings": [m]}, "prevResult": {"ips": [{"address": "10.0.0.2/24"}]}}),
+                )
+            };
+            v.extend([
+                ("host port 0", pm(json!({"hostPort": 0, "containerPort": 80, "protocol": "tcp"}))),
+                ("host port too big", pm(json!({"hostPort": 70000, "containerPort": 80, "protocol": "tcp"}))),
+                ("container port negative", pm(json!({"hostPort": 80, "containerPort": -1, "protocol": "tcp"}))),
+                ("unknown protocol", pm(json!({"hostPort": 80, "containerPort": 80, "protocol": "gre"}))),
+                ("hostIP garbage", pm(json!({"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "x"}))),
+                ("mark bit 32", base(json!({"markMasqBit": 32}))),
+                ("mark bit and chain", base(json!({"markMasqBit": 1, "externalSetMarkChain": "X"}))),
+                ("unknown backend", base(json!({"backend": "pf"}))),
+                ("not chained", base(json!({}))),
+            ]);
+        }
         "flannel" => v.extend([
             (
                 "delegate with name",
@@ -133,7 +151,7 @@ fn every_plugin_answers_bad_config_with_a_cni_error() {
     )
     .expect("write garbage.env");
     let pod = TestNetns::new("bad");
-    for plugin in ["host-local", "loopback", "bridge", "flannel"] {
+    for plugin in ["host-local", "loopback", "bridge", "flannel", "portmap"] {
         for (what, conf) in bad_configs(plugin, &d) {
             let call = Call::new(bin(plugin), "ADD", conf)
                 .container("bad-input")

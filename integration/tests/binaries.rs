@@ -4,7 +4,14 @@
 use rcni_integration::{Call, bin, run};
 use serde_json::json;
 
-const BINARIES: &[&str] = &["host-local", "loopback", "bridge", "flannel", "install-cni"];
+const BINARIES: &[&str] = &[
+    "host-local",
+    "loopback",
+    "bridge",
+    "flannel",
+    "portmap",
+    "install-cni",
+];
 
 /// A statically linked ELF has no PT_INTERP program header (no dynamic loader).
 fn has_interpreter(elf: &[u8]) -> bool {
@@ -44,7 +51,7 @@ fn release_binaries_are_static() {
 
 #[test]
 fn every_plugin_answers_version() {
-    for name in ["host-local", "loopback", "bridge", "flannel"] {
+    for name in ["host-local", "loopback", "bridge", "flannel", "portmap"] {
         let reply = Call::new(bin(name), "VERSION", json!({"cniVersion": "0.3.1"})).run();
         let v = reply.expect_ok();
         assert_eq!(v["cniVersion"], json!("1.1.0"), "{name}");

@@ -8,8 +8,9 @@
 //! and `dataDir`, a top-level `ipam.dataDir` (flannel builds the delegate's ipam on top of
 //! it) and host-local's `ipam.dataDir`. Nothing is written outside the test's temp dir.
 //!
-//! `portmap` (in kube-flannel's `10-flannel.conflist`) is the reference plugin, which rcni
-//! does not ship: the runner skips it and says so; the rest of that list still runs.
+//! A plugin that declares the `portMappings` capability (`portmap` in kube-flannel's
+//! `10-flannel.conflist`) gets a host port per pod in `runtimeConfig`, as kubelet passes a
+//! pod's `hostPort`s.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ const KUBELET_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NA
                             K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=1234";
 
 /// Plugins the examples mention that rcni does not ship.
-const NOT_SHIPPED: &[&str] = &["portmap"];
+const NOT_SHIPPED: &[&str] = &[];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf-examples")
@@ -117,8 +118,17 @@ impl Runner {
     }
 
     /// The config libcni would send to plugin `p` of `list`, with our temp paths.
-    fn plugin_conf(&self, list: &NetList, p: &Value, prev: Option<&Value>) -> Value {
+    fn plugin_conf(&self, list: &NetList, p: &Value, at: &Att, prev: Option<&Value>) -> Value {
         let mut c = p.clone();
+        // The runtime turns capabilities into runtimeConfig and removes them.
+        if c["capabilities"]["portMappings"] == json!(true) {
+            c["runtimeConfig"] = json!({"portMappings": [
+                {"hostPort": host_port(at.id), "containerPort": 80, "protocol": "tcp"}
+            ]});
+        }
+        if let Some(o) = c.as_object_mut() {
+            o.remove("capabilities");
+        }
         c["name"] = json!(list.name);
         c["cniVersion"] = json!(list.version);
         let ipam_dir = self.ipam_dir().to_string_lossy().into_owned();
@@ -145,7 +155,7 @@ impl Runner {
 
     fn call(&self, list: &NetList, p: &Value, cmd: &str, at: &Att, prev: Option<&Value>) -> Reply {
         let ty = p["type"].as_str().expect("type");
-        Call::new(bin(ty), cmd, self.plugin_conf(list, p, prev))
+        Call::new(bin(ty), cmd, self.plugin_conf(list, p, at, prev))
             .container(at.id)
             .netns(at.pod)
             .ifname(at.ifname)
@@ -202,7 +212,12 @@ impl Runner {
 
     /// The node's NAT rules of both backends, as text.
     fn masquerade_rules(&self) -> String {
+        // Port mappings name the pod's address too (their DNAT target): not masquerade rules.
         format!("{}{}", self.node.nft_ruleset(), self.node.iptables_nat())
+            .lines()
+            .filter(|l| !l.contains("CNI-DN-") && !l.contains("dnat to"))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// host-local's files for `network` that are reservations (IP addresses).
@@ -212,6 +227,11 @@ impl Runner {
             .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
             .collect()
     }
+}
+
+/// The host port an example pod maps (distinct per pod).
+fn host_port(id: &str) -> u16 {
+    18000 + id.bytes().map(u16::from).sum::<u16>() % 1000
 }
 
 /// The addresses (without prefix) of a result's `ips`.
@@ -250,6 +270,10 @@ fn run_flannel_example(file: &str) {
         .unwrap_or(get("FLANNEL_IPMASQ").as_deref() != Some("true"));
 
     let rn = Runner::new(env_file);
+    let maps_ports = list
+        .plugins
+        .iter()
+        .any(|p| p["capabilities"]["portMappings"] == json!(true));
     let pods = [TestNetns::new("exp"), TestNetns::new("exp")];
     let ids = ["example-pod-a", "example-pod-b"];
     let mut results = Vec::new();
@@ -308,6 +332,13 @@ fn run_flannel_example(file: &str) {
             "{file}: masquerade rule for {} (expected: {masquerade}):\n{rules}",
             ips[0]
         );
+        if maps_ports {
+            let nat = rn.node.iptables_nat();
+            assert!(
+                nat.contains(&format!("--dports {}", host_port(id))),
+                "{file}: no host port rule for {id}:\n{nat}"
+            );
+        }
         results.push(result);
     }
     // The node reaches its pods through cni0; the pods reach each other.
@@ -364,10 +395,15 @@ fn run_flannel_example(file: &str) {
             assert!(!rules.contains(&ip), "{file}: rule left for {ip}:\n{rules}");
         }
     }
+    let nat = rn.node.iptables_nat();
+    assert!(
+        !nat.contains("CNI-DN-"),
+        "{file}: port mappings left:\n{nat}"
+    );
 }
 
 #[test]
-fn kube_flannel_conflist_with_portmap_skipped() {
+fn kube_flannel_conflist_with_portmap() {
     run_flannel_example("10-flannel.conflist");
 }
 

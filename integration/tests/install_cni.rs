@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use rcni_integration::{Call, TestNetns, bin, bin_dir, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
-const PLUGINS: &[&str] = &["bridge", "flannel", "host-local", "loopback"];
+const PLUGINS: &[&str] = &["bridge", "flannel", "host-local", "loopback", "portmap"];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf-examples")
@@ -54,7 +54,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert_eq!(
         dir_entries(&bins),
         PLUGINS,
-        "exactly the four plugins, no temp files"
+        "exactly the five plugins, no temp files"
     );
     for p in PLUGINS {
         let installed = bins.join(p);
@@ -97,7 +97,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(
         stderr(&again).matches("up to date").count(),
-        5,
+        6,
         "{}",
         stderr(&again)
     );

@@ -14,8 +14,11 @@ use crate::Attachment;
 use sha2::{Digest, Sha512};
 use std::fmt::Write;
 
-/// nftables' maximum comment length (bytes).
+/// nftables' maximum comment length (bytes; what `nft` accepts and shows).
 pub const COMMENT_MAX: usize = 128;
+/// iptables' maximum comment length (bytes; `XT_MAX_COMMENT_LEN` minus the NUL). A 64-hex
+/// container ID fits whole with the usual network and interface names.
+pub const IPTABLES_COMMENT_MAX: usize = 255;
 /// Length of [`network_hash`].
 pub const NETWORK_HASH_LEN: usize = 16;
 /// Length of [`instance_hash`] (`16 + 1 + 16`).
@@ -53,8 +56,18 @@ pub fn instance_hash(att: &Attachment) -> String {
     )
 }
 
-/// Rule comment: the instance hash followed by readable identifiers, at most [`COMMENT_MAX`] bytes.
+/// nftables rule comment: the instance hash followed by readable identifiers, at most
+/// [`COMMENT_MAX`] bytes.
 pub fn comment(att: &Attachment) -> String {
+    comment_within(att, COMMENT_MAX)
+}
+
+/// iptables rule comment: as [`comment`], at most [`IPTABLES_COMMENT_MAX`] bytes.
+pub fn iptables_comment(att: &Attachment) -> String {
+    comment_within(att, IPTABLES_COMMENT_MAX)
+}
+
+fn comment_within(att: &Attachment, max: usize) -> String {
     let mut c = format!(
         "{}, net: {}, if: {}, id: {}",
         instance_hash(att),
@@ -62,8 +75,8 @@ pub fn comment(att: &Attachment) -> String {
         sanitize(&att.ifname),
         sanitize(&att.container_id)
     );
-    if c.len() > COMMENT_MAX {
-        let mut end = COMMENT_MAX;
+    if c.len() > max {
+        let mut end = max;
         while !c.is_char_boundary(end) {
             end -= 1;
         }
@@ -98,6 +111,14 @@ pub fn iptables_chain(att: &Attachment) -> String {
 pub fn reference_chain(network: &str, container_id: &str) -> String {
     let h = sha512_hex(&format!("{network}{container_id}"));
     format!("{REFERENCE_CHAIN_PREFIX}{}", &h[..REFERENCE_CHAIN_HEX])
+}
+
+/// The Go reference portmap's per-container DNAT chain: `CNI-DN-` + 21 hex chars of
+/// `sha512(network + containerID)` (28 chars; ifname ignored, as the reference does).
+pub fn reference_dnat_chain(network: &str, container_id: &str) -> String {
+    let prefix = format!("{REFERENCE_CHAIN_PREFIX}DN-");
+    let h = sha512_hex(&format!("{network}{container_id}"));
+    format!("{prefix}{}", &h[..28 - prefix.len()])
 }
 
 /// True for names shaped like a Go reference masquerade chain (`CNI-` + 24 lower hex).
@@ -149,6 +170,16 @@ mod tests {
     }
 
     #[test]
+    fn reference_dnat_chain_matches_go() {
+        // The chain the Debian v1.1.1 portmap made for network "mynet", container "cid1".
+        assert_eq!(
+            reference_dnat_chain("mynet", "cid1"),
+            "CNI-DN-a631aa8e1549a3b129110"
+        );
+        assert!(!is_reference_chain(&reference_dnat_chain("a", "b")));
+    }
+
+    #[test]
     fn sha512_known_vector() {
         assert_eq!(&sha512_hex("abc")[..32], "ddaf35a193617abacc417349ae204131");
     }
@@ -172,6 +203,18 @@ mod tests {
         assert!(c.len() <= COMMENT_MAX);
         assert!(c.contains("net: net, if: eth0, id: é"));
         assert!(!c.contains('"'));
+    }
+
+    #[test]
+    fn iptables_comment_keeps_a_whole_container_id() {
+        let cid = "0123456789abcdef".repeat(4);
+        let a = att("cbr0", &cid, "eth0");
+        assert!(iptables_comment(&a).ends_with(&format!("id: {cid}")));
+        // The nftables comment (128 bytes) would not hold a long network name and the ID.
+        let long = att(&"n".repeat(40), &cid, "eth0");
+        assert!(!comment(&long).ends_with(&cid));
+        assert!(iptables_comment(&long).ends_with(&cid));
+        assert!(iptables_comment(&att(&"n".repeat(300), &cid, "eth0")).len() <= 255);
     }
 
     #[test]

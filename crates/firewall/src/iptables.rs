@@ -3,31 +3,40 @@
 //! Per attachment and family (nat table):
 //!
 //! ```text
-//! :RCNI-<23 hex> - [0:0]
+//! -N RCNI-<23 hex>
 //! -A RCNI-.. -s 10.244.1.5/32 -d 10.244.1.0/24 -m comment --comment "<c>" -j ACCEPT
 //! -A RCNI-.. -s 10.244.1.5/32 ! -d 224.0.0.0/4 -m comment --comment "<c>" -j MASQUERADE
 //! -A POSTROUTING -s 10.244.1.5/32 -m comment --comment "<c>" -j RCNI-..
 //! ```
 //!
-//! `<c>` is the same comment as the nftables backend (instance hash first). The chain rules
-//! also match `-s` so several IPs of one family in one chain cannot shadow each other.
+//! `<c>` is the nftables backend's comment (instance hash first) with up to 255 bytes, so
+//! a 64-hex container ID stays whole (`iptables-save | grep <id>` finds it). The chain
+//! rules also match `-s` so several IPs of one family in one chain cannot shadow each other.
 //!
-//! Only `POSTROUTING` is listed (`iptables -w -t nat -S POSTROUTING`) for setup and
-//! teardown, not the whole nat table; GC lists the table. Declaring `:CHAIN - [0:0]` under
-//! `--noflush` creates the chain or flushes it, which makes re-setup idempotent and lets
-//! teardown delete a chain (`-X`) right after its jumps, all in one atomic restore.
-//! Teardown and GC also remove the Go reference's `CNI-<24 hex>` chains.
+//! **Setup lists nothing.** The transaction starts with `-N <chain>`, which fails when the
+//! chain exists, and a failed restore changes nothing: a new attachment (the normal case)
+//! costs one `iptables-restore` and no listing of `POSTROUTING`, whose size grows with the
+//! pod count. Only when the chain exists (a repeated ADD) is `POSTROUTING` listed, and the
+//! chain re-declared (`:CHAIN - [0:0]` flushes it) with its old jumps replaced, in one
+//! restore: never a second jump.
+//!
+//! **Teardown** deletes this attachment's chain and the Go reference's `CNI-<24 hex>`
+//! chain of the same container, with their `POSTROUTING` jumps, including a chain that has
+//! no jump (the Go plugin creates the chain before the jump; a crash in between leaves
+//! one). On DEL, iptables-nft state is removed over netlink without any process (see
+//! `crate::teardown_all_with`); this backend lists and restores only legacy tables.
 
 use crate::hash::{
-    CHAIN_PREFIX, comment, hash_of_comment, instance_hash, iptables_chain, is_reference_chain,
-    network_hash, parse_reference_comment, reference_chain,
+    CHAIN_PREFIX, hash_of_comment, instance_hash, iptables_chain, iptables_comment,
+    is_reference_chain, network_hash, parse_reference_comment, reference_chain,
 };
+use crate::nft::Listed;
 use crate::runner::{Runner, SystemRunner, failed, run_ok};
 use crate::{Attachment, Error, Masquerade};
 use ipnetwork::IpNetwork;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::net::IpAddr;
 
 const POSTROUTING: &str = "POSTROUTING";
 
@@ -55,16 +64,17 @@ const V6: Family = Family {
 
 /// One `-A CHAIN ...` line of `iptables -S` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RuleLine {
-    chain: String,
+pub(crate) struct RuleLine {
+    pub(crate) chain: String,
     /// The line as printed (what `-D` needs, with `-A` replaced).
-    raw: String,
-    target: Option<String>,
-    comment: Option<String>,
+    pub(crate) raw: String,
+    pub(crate) target: Option<String>,
+    pub(crate) comment: Option<String>,
+    pub(crate) source: Option<String>,
 }
 
 impl RuleLine {
-    fn delete_line(&self) -> String {
+    pub(crate) fn delete_line(&self) -> String {
         format!("-D{}", &self.raw[2..])
     }
 }
@@ -74,28 +84,12 @@ impl RuleLine {
 #[derive(Debug, Default)]
 pub struct Iptables<R: Runner = SystemRunner> {
     runner: R,
-    /// IPv4 `POSTROUTING` listed ahead of [`Masquerade::setup`] by [`Masquerade::prefetch`].
-    prefetched_v4: Mutex<Option<String>>,
 }
 
 impl<R: Runner> Iptables<R> {
     /// Backend using `runner` to spawn the tools.
     pub fn new(runner: R) -> Self {
-        Self {
-            runner,
-            prefetched_v4: Mutex::new(None),
-        }
-    }
-
-    /// `POSTROUTING` of `fam` for setup: the prefetched IPv4 listing when there is one.
-    fn postrouting_for_setup(&self, fam: Family) -> Result<String, Error> {
-        if !fam.v6 {
-            let taken = self.prefetched_v4.lock().map_or(None, |mut p| p.take());
-            if let Some(listed) = taken {
-                return Ok(listed);
-            }
-        }
-        self.list(fam, Some(POSTROUTING), false)
+        Self { runner }
     }
 
     /// `iptables -w -t nat -S [chain]`. When `tolerant`, a missing table/chain lists as empty.
@@ -139,45 +133,36 @@ impl<R: Runner> Iptables<R> {
 
     /// Run `f` for every present family, collecting errors.
     fn each_family(&self, f: impl Fn(Family) -> Result<(), Error>) -> Result<(), Error> {
-        self.each_family_where(|_| true, f)
-    }
-
-    /// [`each_family`](Self::each_family) limited to the families (`v6`?) `wanted` accepts.
-    fn each_family_where(
-        &self,
-        wanted: impl Fn(bool) -> bool,
-        f: impl Fn(Family) -> Result<(), Error>,
-    ) -> Result<(), Error> {
         let errors = self
             .present_families()?
             .into_iter()
-            .filter(|fam| wanted(fam.v6))
             .filter_map(|fam| f(fam).err())
             .collect();
         Error::collect(errors)
     }
 
-    /// [`Masquerade::teardown`] for the families (`v6`?) that `may_have_nat` accepts: a
-    /// family without a nat table cannot hold a rule, and listing it costs a process.
+    /// [`Masquerade::teardown`] for the families (`v6`?) whose nat table `may_exist`
+    /// (listing a family that has none costs a process for nothing). The nat table is
+    /// listed whole: `-N` lines tell which of the two chains exist, jump or not.
     pub(crate) fn teardown_where(
         &self,
         att: &Attachment,
-        may_have_nat: impl Fn(bool) -> bool,
+        may_exist: impl Fn(bool) -> bool,
     ) -> Result<(), Error> {
         let ours = iptables_chain(att);
         let reference = reference_chain(&att.network, &att.container_id);
-        self.each_family_where(may_have_nat, |fam| {
-            let listed = parse_rules(&self.list(fam, Some(POSTROUTING), true)?);
-            let doomed: BTreeSet<String> = [&ours, &reference]
+        self.each_family(|fam| {
+            if !may_exist(fam.v6) {
+                return Ok(());
+            }
+            let text = self.list(fam, None, true)?;
+            let chains = parse_chains(&text);
+            let present: BTreeSet<String> = [&ours, &reference]
                 .into_iter()
-                .filter(|c| {
-                    listed
-                        .iter()
-                        .any(|r| r.target.as_deref() == Some(c.as_str()))
-                })
+                .filter(|c| chains.contains(*c))
                 .cloned()
                 .collect();
-            match delete_restore(&listed, &doomed) {
+            match delete_restore(&parse_rules(&text), &present) {
                 Some(text) => self.restore(fam, &text),
                 None => Ok(()),
             }
@@ -186,21 +171,11 @@ impl<R: Runner> Iptables<R> {
 }
 
 impl<R: Runner> Masquerade for Iptables<R> {
-    /// Lists IPv4 `POSTROUTING` (one process, ~1.5 ms) so the caller can overlap it with
-    /// IPAM. An older listing is as good as a fresh one: setup only looks in it for jumps
-    /// to this attachment's own chain, and the runtime never runs two operations on one
-    /// attachment at once. IPv6 is listed at setup, only when the pod has an IPv6 address.
-    fn prefetch(&self, _att: &Attachment) -> Result<(), Error> {
-        let listed = self.list(V4, Some(POSTROUTING), false)?;
-        if let Ok(mut p) = self.prefetched_v4.lock() {
-            *p = Some(listed);
-        }
-        Ok(())
-    }
-
+    /// Per family with addresses: one restore creating the chain (`-N` fails when it
+    /// exists); only then, a listing of `POSTROUTING` and a restore replacing the chain.
     fn setup(&self, att: &Attachment, ips: &[IpNetwork]) -> Result<(), Error> {
         let chain = iptables_chain(att);
-        let c = comment(att);
+        let c = iptables_comment(att);
         for fam in [V4, V6] {
             let fam_ips: Vec<IpNetwork> = ips
                 .iter()
@@ -210,12 +185,27 @@ impl<R: Runner> Masquerade for Iptables<R> {
             if fam_ips.is_empty() {
                 continue;
             }
-            let listed = parse_rules(&self.postrouting_for_setup(fam)?);
+            let fresh = self.runner.run(
+                fam.restore_tool,
+                &["-w", "--noflush"],
+                Some(&setup_restore(fam, &chain, &c, &fam_ips, None)),
+            )?;
+            if fresh.success {
+                continue;
+            }
+            // Most likely the chain exists (a repeated ADD); if not, the replacing restore
+            // fails as well and reports why.
+            log::debug!(
+                "{} refused a new chain ({}); replacing {chain}",
+                fam.restore_tool,
+                fresh.stderr.trim()
+            );
+            let listed = parse_rules(&self.list(fam, Some(POSTROUTING), false)?);
             let stale: Vec<&RuleLine> = listed
                 .iter()
                 .filter(|r| r.chain == POSTROUTING && r.target.as_deref() == Some(chain.as_str()))
                 .collect();
-            self.restore(fam, &setup_restore(fam, &chain, &c, &fam_ips, &stale))?;
+            self.restore(fam, &setup_restore(fam, &chain, &c, &fam_ips, Some(&stale)))?;
         }
         Ok(())
     }
@@ -240,13 +230,7 @@ impl<R: Runner> Masquerade for Iptables<R> {
             let listed = parse_rules(&self.list(fam, None, true)?);
             let mut doomed = BTreeSet::new();
             for r in &listed {
-                // The chain this rule belongs to: its own chain, or the target of a jump.
-                let owner = if r.chain == POSTROUTING {
-                    r.target.as_deref()
-                } else {
-                    Some(r.chain.as_str())
-                };
-                let (Some(owner), Some(c)) = (owner, r.comment.as_deref()) else {
+                let (Some(owner), Some(c)) = (owner(r), r.comment.as_deref()) else {
                     continue;
                 };
                 let stale = if owner.starts_with(CHAIN_PREFIX) {
@@ -268,19 +252,78 @@ impl<R: Runner> Masquerade for Iptables<R> {
             }
         })
     }
+
+    /// Our chains (by the instance hash in their comments) and the reference's chains (by
+    /// chain name) of `network`, from a listing of each family's nat table.
+    fn attachments(&self, network: &str) -> Result<Vec<Listed>, Error> {
+        let prefix = format!("{}-", network_hash(network));
+        let mut found: BTreeMap<(String, &'static str), Listed> = BTreeMap::new();
+        for fam in self.present_families()? {
+            for r in parse_rules(&self.list(fam, None, true)?) {
+                let (Some(owner), Some(c)) = (owner(&r), r.comment.as_deref()) else {
+                    continue;
+                };
+                let (key, layout) = if owner.starts_with(CHAIN_PREFIX) {
+                    match hash_of_comment(c).filter(|h| h.starts_with(&prefix)) {
+                        Some(h) => (h.to_string(), "iptables"),
+                        None => continue,
+                    }
+                } else if is_reference_chain(owner)
+                    && parse_reference_comment(c).is_some_and(|(net, _)| net == network)
+                {
+                    (owner.to_string(), "iptables (reference plugin)")
+                } else {
+                    continue;
+                };
+                let l = found
+                    .entry((key.clone(), layout))
+                    .or_insert_with(|| Listed {
+                        key,
+                        comment: Some(c.to_string()),
+                        ips: Vec::new(),
+                        layout,
+                    });
+                if r.chain == POSTROUTING
+                    && let Some(ip) = r.source.as_deref().and_then(source_ip)
+                {
+                    l.ips.push(ip);
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
 }
 
-/// Setup restore text for one family: (re)declare the chain, drop stale jumps, add rules.
+/// The chain a rule belongs to: its own chain, or the target of a `POSTROUTING` jump.
+fn owner(r: &RuleLine) -> Option<&str> {
+    if r.chain == POSTROUTING {
+        r.target.as_deref()
+    } else {
+        Some(r.chain.as_str())
+    }
+}
+
+/// The address of a `-s a.b.c.d/32` value.
+fn source_ip(s: &str) -> Option<IpAddr> {
+    s.split('/').next()?.parse().ok()
+}
+
+/// Setup restore text for one family. `stale: None` creates the chain (`-N`, which fails
+/// when it exists); `Some` re-declares it (`:CHAIN` flushes an existing chain) and deletes
+/// the listed old jumps.
 fn setup_restore(
     fam: Family,
     chain: &str,
     comment: &str,
     ips: &[IpNetwork],
-    stale: &[&RuleLine],
+    stale: Option<&[&RuleLine]>,
 ) -> String {
     let host = if fam.v6 { 128 } else { 32 };
-    let mut s = format!("*nat\n:{chain} - [0:0]\n");
-    for r in stale {
+    let mut s = match stale {
+        None => format!("*nat\n-N {chain}\n"),
+        Some(_) => format!("*nat\n:{chain} - [0:0]\n"),
+    };
+    for r in stale.unwrap_or_default() {
         let _ = writeln!(s, "{}", r.delete_line());
     }
     let mut seen = HashSet::new();
@@ -310,8 +353,9 @@ fn setup_restore(
     s
 }
 
-/// Restore text deleting `doomed` chains and every POSTROUTING jump to them; `None` if nothing
-/// to do. `:CHAIN - [0:0]` first makes `-X` valid whether or not rules remain in the chain.
+/// Restore text deleting `doomed` chains (which must exist, jump or not) and every
+/// POSTROUTING jump to them; `None` if nothing to do. `:CHAIN - [0:0]` first flushes the
+/// chain, which makes `-X` valid whatever rules it holds.
 fn delete_restore(listed: &[RuleLine], doomed: &BTreeSet<String>) -> Option<String> {
     if doomed.is_empty() {
         return None;
@@ -333,8 +377,16 @@ fn delete_restore(listed: &[RuleLine], doomed: &BTreeSet<String>) -> Option<Stri
     Some(s)
 }
 
+/// The chains declared (`-N`) in `iptables -S` output.
+fn parse_chains(out: &str) -> HashSet<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("-N "))
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
 /// The `-A` lines of `iptables -S` output.
-fn parse_rules(out: &str) -> Vec<RuleLine> {
+pub(crate) fn parse_rules(out: &str) -> Vec<RuleLine> {
     out.lines()
         .filter(|l| l.starts_with("-A "))
         .filter_map(|l| {
@@ -350,6 +402,7 @@ fn parse_rules(out: &str) -> Vec<RuleLine> {
                 raw: l.to_string(),
                 target: value_of("-j"),
                 comment: value_of("--comment"),
+                source: value_of("-s"),
             })
         })
         .collect()
@@ -357,7 +410,7 @@ fn parse_rules(out: &str) -> Vec<RuleLine> {
 
 /// Split an `iptables -S` line into words: whitespace-separated, `"..."` quoted with `\`
 /// escapes (the format iptables prints comments in).
-fn tokenize(line: &str) -> Vec<String> {
+pub(crate) fn tokenize(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -428,66 +481,27 @@ mod tests {
     }
 
     #[test]
-    fn setup_uses_the_prefetched_listing() {
+    fn setup_of_a_new_attachment_lists_nothing() {
         let a = att("cid1", "eth0");
         let ch = iptables_chain(&a);
-        let c = comment(&a);
+        let c = iptables_comment(&a);
         let fake = FakeRunner::new();
-        fake.answer(
-            "iptables",
-            &format!("-A POSTROUTING -s 10.244.1.4/32 -m comment --comment \"{c}\" -j {ch}\n"),
-        );
-        let ipt = Iptables::new(&fake);
-        ipt.prefetch(&a).unwrap();
-        ipt.setup(&a, &["10.244.1.5/24".parse().unwrap()]).unwrap();
-        let t = fake.transcript();
-        // One listing (the prefetch), and its stale jump is still found and replaced.
-        assert_eq!(t.matches("-S POSTROUTING").count(), 1, "{t}");
-        assert!(
-            t.starts_with("$ iptables -w -t nat -S POSTROUTING\n$ iptables-restore"),
-            "{t}"
-        );
-        assert!(t.contains("-D POSTROUTING -s 10.244.1.4/32"), "{t}");
-        // The listing is used once: a second setup lists again.
-        ipt.setup(&a, &["10.244.1.5/24".parse().unwrap()]).unwrap();
-        assert_eq!(fake.transcript().matches("-S POSTROUTING").count(), 2);
-    }
-
-    #[test]
-    fn setup_dual_stack_transactions() {
-        let a = att("cid1", "eth0");
-        let ch = iptables_chain(&a);
-        let c = comment(&a);
-        let fake = FakeRunner::new();
-        // A stale jump from a previous setup with another IP, plus an unrelated rule.
-        fake.answer(
-            "iptables",
-            &format!(
-                "-P POSTROUTING ACCEPT\n\
-                 -A POSTROUTING -s 10.9.9.9/32 -j MASQUERADE\n\
-                 -A POSTROUTING -s 10.244.1.4/32 -m comment --comment \"{c}\" -j {ch}\n"
-            ),
-        );
-        fake.answer("ip6tables", "-P POSTROUTING ACCEPT\n");
         let ips: Vec<IpNetwork> = vec![
             "10.244.1.5/24".parse().unwrap(),
             "fd00:1::5/64".parse().unwrap(),
         ];
         Iptables::new(&fake).setup(&a, &ips).unwrap();
         let expected = format!(
-            "$ iptables -w -t nat -S POSTROUTING\n\
-             $ iptables-restore -w --noflush\n\
+            "$ iptables-restore -w --noflush\n\
              *nat\n\
-             :{ch} - [0:0]\n\
-             -D POSTROUTING -s 10.244.1.4/32 -m comment --comment \"{c}\" -j {ch}\n\
+             -N {ch}\n\
              -A {ch} -s 10.244.1.5/32 -d 10.244.1.0/24 -m comment --comment \"{c}\" -j ACCEPT\n\
              -A {ch} -s 10.244.1.5/32 ! -d 224.0.0.0/4 -m comment --comment \"{c}\" -j MASQUERADE\n\
              -A POSTROUTING -s 10.244.1.5/32 -m comment --comment \"{c}\" -j {ch}\n\
              COMMIT\n\
-             $ ip6tables -w -t nat -S POSTROUTING\n\
              $ ip6tables-restore -w --noflush\n\
              *nat\n\
-             :{ch} - [0:0]\n\
+             -N {ch}\n\
              -A {ch} -s fd00:1::5/128 -d fd00:1::/64 -m comment --comment \"{c}\" -j ACCEPT\n\
              -A {ch} -s fd00:1::5/128 ! -d ff00::/8 -m comment --comment \"{c}\" -j MASQUERADE\n\
              -A POSTROUTING -s fd00:1::5/128 -m comment --comment \"{c}\" -j {ch}\n\
@@ -497,14 +511,65 @@ mod tests {
     }
 
     #[test]
+    fn repeated_setup_replaces_the_chain_and_its_jumps() {
+        let a = att("cid1", "eth0");
+        let ch = iptables_chain(&a);
+        let c = iptables_comment(&a);
+        let fake = FakeRunner::new().without(&["ip6tables", "ip6tables-restore"]);
+        // The chain exists: `-N` fails, POSTROUTING is listed, the old jump replaced.
+        fake.fail(
+            "iptables-restore",
+            "iptables-restore v1.8.9 (nf_tables): Chain already exists",
+        );
+        fake.answer(
+            "iptables",
+            &format!(
+                "-P POSTROUTING ACCEPT\n\
+                 -A POSTROUTING -s 10.9.9.9/32 -j MASQUERADE\n\
+                 -A POSTROUTING -s 10.244.1.4/32 -m comment --comment \"{c}\" -j {ch}\n"
+            ),
+        );
+        Iptables::new(&fake)
+            .setup(&a, &["10.244.1.5/24".parse().unwrap()])
+            .unwrap();
+        let calls = fake.calls.borrow();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1].args, ["-w", "-t", "nat", "-S", "POSTROUTING"]);
+        assert_eq!(
+            calls[2].stdin.as_deref().unwrap(),
+            format!(
+                "*nat\n\
+                 :{ch} - [0:0]\n\
+                 -D POSTROUTING -s 10.244.1.4/32 -m comment --comment \"{c}\" -j {ch}\n\
+                 -A {ch} -s 10.244.1.5/32 -d 10.244.1.0/24 -m comment --comment \"{c}\" -j ACCEPT\n\
+                 -A {ch} -s 10.244.1.5/32 ! -d 224.0.0.0/4 -m comment --comment \"{c}\" -j MASQUERADE\n\
+                 -A POSTROUTING -s 10.244.1.5/32 -m comment --comment \"{c}\" -j {ch}\n\
+                 COMMIT\n"
+            )
+        );
+    }
+
+    #[test]
+    fn comments_carry_the_whole_container_id() {
+        let cid = "f".repeat(64);
+        let a = att(&cid, "eth0");
+        let fake = FakeRunner::new().without(&["ip6tables", "ip6tables-restore"]);
+        Iptables::new(&fake)
+            .setup(&a, &["10.0.0.2/24".parse().unwrap()])
+            .unwrap();
+        let t = fake.transcript();
+        assert_eq!(t.matches(&format!("id: {cid}\"")).count(), 3, "{t}");
+    }
+
+    #[test]
     fn setup_v4_only_touches_iptables_only() {
         let fake = FakeRunner::new().without(&["ip6tables", "ip6tables-restore"]);
         Iptables::new(&fake)
             .setup(&att("c", "eth0"), &["10.0.0.2/24".parse().unwrap()])
             .unwrap();
         let calls = fake.calls.borrow();
-        assert_eq!(calls.len(), 2);
-        assert!(calls.iter().all(|c| !c.tool.starts_with("ip6")));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].tool, "iptables-restore");
     }
 
     #[test]
@@ -513,12 +578,13 @@ mod tests {
         let ch = iptables_chain(&a);
         let other = iptables_chain(&att("cid2", "eth0"));
         let reference = reference_chain("mynet", "cid1");
-        let c = comment(&a);
+        let c = iptables_comment(&a);
         let fake = FakeRunner::new();
         fake.answer(
             "iptables",
             &format!(
                 "-P POSTROUTING ACCEPT\n\
+                 -N {ch}\n-N {other}\n-N {reference}\n\
                  -A POSTROUTING -s 10.244.1.5/32 -m comment --comment \"{c}\" -j {ch}\n\
                  -A POSTROUTING -s 10.244.1.5/32 -m comment --comment \"x\" -j {other}\n\
                  -A POSTROUTING -s 10.244.1.7/32 -m comment --comment \"name: \\\"mynet\\\" id: \\\"cid1\\\"\" -j {reference}\n"
@@ -535,7 +601,7 @@ mod tests {
             "-D POSTROUTING -s 10.244.1.7/32 -m comment --comment \"name: \\\"mynet\\\" id: \\\"cid1\\\"\" -j {reference}\n"
         );
         let expected = format!(
-            "$ iptables -w -t nat -S POSTROUTING\n\
+            "$ iptables -w -t nat -S\n\
              $ iptables-restore -w --noflush\n\
              *nat\n\
              :{first} - [0:0]\n\
@@ -545,9 +611,39 @@ mod tests {
              -X {first}\n\
              -X {second}\n\
              COMMIT\n\
-             $ ip6tables -w -t nat -S POSTROUTING\n"
+             $ ip6tables -w -t nat -S\n"
         );
         assert_eq!(fake.transcript(), expected);
+    }
+
+    #[test]
+    fn teardown_removes_a_chain_without_jump() {
+        // The Go plugin crashed between creating its chain and adding the jump.
+        let a = att("cid1", "eth0");
+        let reference = reference_chain("mynet", "cid1");
+        let fake = FakeRunner::new().without(&["ip6tables"]);
+        fake.answer(
+            "iptables",
+            &format!(
+                "-P POSTROUTING ACCEPT\n-N {reference}\n-A {reference} -d 10.0.0.0/24 -j ACCEPT\n"
+            ),
+        );
+        Iptables::new(&fake).teardown(&a).unwrap();
+        let calls = fake.calls.borrow();
+        assert_eq!(
+            calls[1].stdin.as_deref(),
+            Some(format!("*nat\n:{reference} - [0:0]\n-X {reference}\nCOMMIT\n").as_str())
+        );
+    }
+
+    #[test]
+    fn teardown_skips_families_without_a_nat_table() {
+        let a = att("cid1", "eth0");
+        let fake = FakeRunner::new();
+        Iptables::new(&fake).teardown_where(&a, |_| false).unwrap();
+        assert_eq!(fake.transcript(), "");
+        Iptables::new(&fake).teardown_where(&a, |v6| v6).unwrap();
+        assert_eq!(fake.transcript(), "$ ip6tables -w -t nat -S\n");
     }
 
     #[test]
@@ -556,7 +652,7 @@ mod tests {
         Iptables::new(&fake).teardown(&att("c", "eth0")).unwrap();
         assert_eq!(
             fake.transcript(),
-            "$ iptables -w -t nat -S POSTROUTING\n$ ip6tables -w -t nat -S POSTROUTING\n"
+            "$ iptables -w -t nat -S\n$ ip6tables -w -t nat -S\n"
         );
     }
 
@@ -582,7 +678,11 @@ mod tests {
             iptables_chain(&gone),
             iptables_chain(&foreign),
         );
-        let (kcm, gcm, fcm) = (comment(&keep), comment(&gone), comment(&foreign));
+        let (kcm, gcm, fcm) = (
+            iptables_comment(&keep),
+            iptables_comment(&gone),
+            iptables_comment(&foreign),
+        );
         let ref_keep = reference_chain("mynet", "keep");
         let ref_gone = reference_chain("mynet", "old");
         let ref_other = reference_chain("othernet", "old");
@@ -622,6 +722,7 @@ mod tests {
     #[test]
     fn setup_failure_carries_stderr() {
         let fake = FakeRunner::new();
+        fake.fail("iptables-restore", "iptables-restore: line 2 failed");
         fake.fail("iptables-restore", "iptables-restore: line 3 failed");
         let err = Iptables::new(&fake)
             .setup(&att("c", "eth0"), &["10.0.0.2/24".parse().unwrap()])

@@ -5,12 +5,20 @@
 //! and `...-mac`, every rule commented `macspoofchk-<cid>-<ifname>`. Keeping the layout
 //! lets DEL of either implementation clean up the other's rules.
 //!
-//! One `nft -f -` transaction for setup; one listing plus one transaction for teardown.
+//! nf_tables over netlink ([`crate::nftables`]): setup is one transaction; when the
+//! attachment's chain already exists (a repeated ADD) its old jump is deleted in that same
+//! transaction, so there is never a second jump. Teardown reads the base chain's rules only
+//! when one of the attachment's chains exists, and a read that fails is an error, not
+//! "nothing to remove".
 
-use crate::Error;
-use crate::runner::{Runner, SystemRunner, run_ok};
+use netlink::NfNetlink;
 
-const NFT: &str = "nft";
+use crate::nftables::matches;
+use crate::nftables::{
+    BaseChain, Batch, Chain, ChainType, Family, Rule, Table, Verdict, hook, list,
+};
+use crate::{Error, Session};
+
 const TABLE: &str = "nat";
 const BASE_CHAIN: &str = "PREROUTING";
 const COMMENT_PREFIX: &str = "macspoofchk-";
@@ -21,209 +29,153 @@ pub fn unique_id(container_id: &str, ifname: &str) -> String {
     format!("{container_id}-{ifname}")
 }
 
-fn iface_chain(id: &str) -> String {
-    format!("cni-br-iface-{id}")
+fn table() -> Table {
+    Table::new(Family::Bridge, TABLE)
 }
 
-fn mac_chain(id: &str) -> String {
-    format!("cni-br-iface-{id}-mac")
-}
-
-/// The MAC spoof check, spawning `nft` through a [`Runner`].
-#[derive(Debug, Clone, Default)]
-pub struct SpoofCheck<R: Runner = SystemRunner> {
-    runner: R,
-}
-
-impl SpoofCheck {
-    /// Spoof check spawning `nft` in the current network namespace.
-    pub fn system() -> Self {
-        Self::new(SystemRunner::new())
-    }
-}
-
-impl<R: Runner> SpoofCheck<R> {
-    /// Spoof check using `runner` to spawn `nft`.
-    pub fn new(runner: R) -> Self {
-        Self { runner }
-    }
-
-    /// Installs the spoof check of attachment `id` (see [`unique_id`]) for the host port
-    /// `host_if` of a container with `mac`. A repeated setup replaces the rules.
-    pub fn setup(&self, host_if: &str, mac: &str, id: &str) -> Result<(), Error> {
-        // The id becomes part of unquoted nft chain names (nft does not accept quoted chain
-        // names in every position): only identifier characters are safe there.
-        if !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(Error::InvalidSpoofCheckId(id.to_string()));
-        }
-        run_ok(
-            &self.runner,
-            NFT,
-            &["-f", "-"],
-            Some(&setup_script(host_if, mac, id)),
-        )
-        .map(drop)
-    }
-
-    /// Removes the spoof check of attachment `id`; nothing to remove is success.
-    pub fn teardown(&self, id: &str) -> Result<(), Error> {
-        let listing = self
-            .runner
-            .run(NFT, &["-a", "list", "table", "bridge", TABLE], None)?;
-        if !listing.success {
-            // No `bridge nat` table: nothing of ours can exist.
-            return Ok(());
-        }
-        let Some(script) = teardown_script(&listing.stdout, id) else {
-            return Ok(());
-        };
-        run_ok(&self.runner, NFT, &["-f", "-"], Some(&script)).map(drop)
-    }
-}
-
-/// The setup transaction. `add` is idempotent and the per-attachment chains are flushed
-/// first, so a repeated ADD replaces the rules instead of duplicating them.
-fn setup_script(host_if: &str, mac: &str, id: &str) -> String {
-    let (ic, mc, comment) = (
-        iface_chain(id),
-        mac_chain(id),
-        format!("{COMMENT_PREFIX}{id}"),
-    );
-    format!(
-        "add table bridge {TABLE}\n\
-         add chain bridge {TABLE} {BASE_CHAIN} {{ type filter hook prerouting priority -300; policy accept; }}\n\
-         add chain bridge {TABLE} {ic}\n\
-         add chain bridge {TABLE} {mc}\n\
-         flush chain bridge {TABLE} {ic}\n\
-         flush chain bridge {TABLE} {mc}\n\
-         add rule bridge {TABLE} {BASE_CHAIN} iifname \"{host_if}\" jump {ic} comment \"{comment}\"\n\
-         add rule bridge {TABLE} {ic} jump {mc} comment \"{comment}\"\n\
-         add rule bridge {TABLE} {mc} ether saddr {mac} return comment \"{comment}\"\n\
-         add rule bridge {TABLE} {mc} drop comment \"{comment}\"\n"
+fn base_chain() -> Chain {
+    Chain::base(
+        &table(),
+        BASE_CHAIN,
+        BaseChain {
+            kind: ChainType::Filter,
+            hook: hook::PREROUTING,
+            priority: -300,
+            accept: Some(true),
+        },
     )
 }
 
-/// The teardown transaction for what `nft -a list table bridge nat` printed: the base
-/// chain's jump rules carrying our comment (by handle), then our two chains.
-/// None when there is nothing of ours.
-fn teardown_script(listing: &str, id: &str) -> Option<String> {
-    let comment = format!("comment \"{COMMENT_PREFIX}{id}\"");
+fn iface_chain(id: &str) -> Chain {
+    Chain::regular(&table(), &format!("cni-br-iface-{id}"))
+}
+
+fn mac_chain(id: &str) -> Chain {
+    Chain::regular(&table(), &format!("cni-br-iface-{id}-mac"))
+}
+
+fn comment(id: &str) -> String {
+    format!("{COMMENT_PREFIX}{id}")
+}
+
+/// The MAC spoof check, with its own [`Session`].
+#[derive(Debug, Default)]
+pub struct SpoofCheck {
+    session: Session,
+}
+
+impl SpoofCheck {
+    /// Spoof check in the calling thread's network namespace (socket opened on first use).
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// See [`setup_in`].
+    pub fn setup(&mut self, host_if: &str, mac: &str, id: &str) -> Result<(), Error> {
+        setup_in(&mut self.session, host_if, mac, id)
+    }
+
+    /// See [`teardown_in`].
+    pub fn teardown(&mut self, id: &str) -> Result<(), Error> {
+        teardown_in(&mut self.session, id)
+    }
+}
+
+/// Installs the spoof check of attachment `id` (see [`unique_id`]) for the host port
+/// `host_if` of a container with `mac`. A repeated setup replaces the rules.
+pub fn setup_in(session: &mut Session, host_if: &str, mac: &str, id: &str) -> Result<(), Error> {
+    // The id is part of chain names that `nft` must be able to print and parse back
+    // unquoted: only identifier characters are safe there.
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(Error::InvalidSpoofCheckId(id.to_string()));
+    }
+    let mac = netlink::parse_mac(mac).map_err(|e| Error::netlink("macspoofchk", e))?;
+    let nl = session.nl()?;
     let (ic, mc) = (iface_chain(id), mac_chain(id));
-    let mut script = String::new();
-    let mut chain = String::new();
-    let (mut has_ic, mut has_mc) = (false, false);
-    for line in listing.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("chain ") {
-            // `chain NAME { # handle N`
-            chain = rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_owned();
-            has_ic |= chain == ic;
-            has_mc |= chain == mc;
-            continue;
+    let existing = list::chain(nl, Family::Bridge, TABLE, &ic.name)?.is_some();
+    let old_jumps = if existing {
+        jumps_of(nl, id)?
+    } else {
+        Vec::new()
+    };
+    let c = Some(comment(id));
+    let mut jump = matches::iifname(host_if);
+    jump.push(matches::verdict(Verdict::Jump(ic.name.clone())));
+    let mut ret = matches::ether_saddr(mac);
+    ret.push(matches::verdict(Verdict::Return));
+    let mut b = Batch::new();
+    b.add_table(&table())
+        .add_chain(&base_chain())
+        .add_chain(&ic)
+        .add_chain(&mc);
+    if existing {
+        for h in old_jumps {
+            b.delete_rule(&base_chain(), h);
         }
-        if chain == BASE_CHAIN
-            && line.contains(&comment)
-            && let Some((_, handle)) = line.rsplit_once("# handle ")
-        {
-            script.push_str(&format!(
-                "delete rule bridge {TABLE} {BASE_CHAIN} handle {}\n",
-                handle.trim()
-            ));
-        }
+        b.flush_chain(&ic).flush_chain(&mc);
+    }
+    b.add_rule(&Rule::new(&base_chain(), jump, c.clone()))
+        .add_rule(&Rule::new(
+            &ic,
+            vec![matches::verdict(Verdict::Jump(mc.name.clone()))],
+            c.clone(),
+        ))
+        .add_rule(&Rule::new(&mc, ret, c.clone()))
+        .add_rule(&Rule::new(&mc, vec![matches::verdict(Verdict::Drop)], c));
+    b.commit(nl)
+}
+
+/// Removes the spoof check of attachment `id`; nothing to remove is success.
+pub fn teardown_in(session: &mut Session, id: &str) -> Result<(), Error> {
+    let nl = session.nl()?;
+    let (ic, mc) = (iface_chain(id), mac_chain(id));
+    let has_ic = list::chain(nl, Family::Bridge, TABLE, &ic.name)?.is_some();
+    let has_mc = list::chain(nl, Family::Bridge, TABLE, &mc.name)?.is_some();
+    if !has_ic && !has_mc {
+        // A jump to a chain that does not exist cannot exist either.
+        return Ok(());
+    }
+    let mut b = Batch::new();
+    for h in jumps_of(nl, id)? {
+        b.delete_rule(&base_chain(), h);
     }
     // Flush both before deleting: the iface chain's jump references the mac chain.
-    for (present, name) in [(has_ic, &ic), (has_mc, &mc)] {
+    for (present, c) in [(has_ic, &ic), (has_mc, &mc)] {
         if present {
-            script.push_str(&format!("flush chain bridge {TABLE} {name}\n"));
+            b.flush_chain(c);
         }
     }
-    for (present, name) in [(has_ic, &ic), (has_mc, &mc)] {
+    for (present, c) in [(has_ic, &ic), (has_mc, &mc)] {
         if present {
-            script.push_str(&format!("delete chain bridge {TABLE} {name}\n"));
+            b.delete_chain(c);
         }
     }
-    (!script.is_empty()).then_some(script)
+    b.commit(nl)
+}
+
+/// Handles of the base chain's rules carrying the attachment's comment.
+fn jumps_of(nl: &mut NfNetlink, id: &str) -> Result<Vec<u64>, Error> {
+    let c = comment(id);
+    Ok(
+        list::rules(nl, Some(Family::Bridge), TABLE, Some(BASE_CHAIN))?
+            .into_iter()
+            .filter(|r| r.comment.as_deref() == Some(c.as_str()))
+            .filter_map(|r| r.handle)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::fake::FakeRunner;
-
-    const LISTING: &str = r#"table bridge nat { # handle 3
-	chain PREROUTING { # handle 1
-		type filter hook prerouting priority -300; policy accept;
-		iifname "veth1" jump cni-br-iface-c1-eth0 comment "macspoofchk-c1-eth0" # handle 5
-		iifname "veth2" jump cni-br-iface-c2-eth0 comment "macspoofchk-c2-eth0" # handle 8
-	}
-	chain cni-br-iface-c1-eth0 { # handle 2
-		jump cni-br-iface-c1-eth0-mac comment "macspoofchk-c1-eth0" # handle 6
-	}
-	chain cni-br-iface-c1-eth0-mac { # handle 4
-		ether saddr 02:00:00:00:00:01 return comment "macspoofchk-c1-eth0" # handle 7
-		drop comment "macspoofchk-c1-eth0" # handle 9
-	}
-}
-"#;
 
     #[test]
-    fn setup_text() {
-        let s = setup_script("veth1", "02:00:00:00:00:01", "c1-eth0");
-        assert!(s.contains(
-            "add rule bridge nat PREROUTING iifname \"veth1\" jump cni-br-iface-c1-eth0 comment \"macspoofchk-c1-eth0\""
-        ));
-        assert!(s.contains("ether saddr 02:00:00:00:00:01 return"));
-    }
-
-    #[test]
-    fn teardown_text() {
-        let s = teardown_script(LISTING, "c1-eth0").expect("script");
-        assert_eq!(
-            s,
-            "delete rule bridge nat PREROUTING handle 5\n\
-             flush chain bridge nat cni-br-iface-c1-eth0\n\
-             flush chain bridge nat cni-br-iface-c1-eth0-mac\n\
-             delete chain bridge nat cni-br-iface-c1-eth0\n\
-             delete chain bridge nat cni-br-iface-c1-eth0-mac\n"
-        );
-        assert_eq!(teardown_script(LISTING, "c3-eth0"), None);
-    }
-
-    #[test]
-    fn setup_is_one_transaction() {
-        let fake = FakeRunner::new();
-        let id = unique_id("c1", "eth0");
-        assert_eq!(id, "c1-eth0");
-        SpoofCheck::new(&fake)
-            .setup("veth1", "02:00:00:00:00:01", &id)
-            .unwrap();
-        assert_eq!(
-            fake.transcript(),
-            "$ nft -f -\n\
-             add table bridge nat\n\
-             add chain bridge nat PREROUTING { type filter hook prerouting priority -300; policy accept; }\n\
-             add chain bridge nat cni-br-iface-c1-eth0\n\
-             add chain bridge nat cni-br-iface-c1-eth0-mac\n\
-             flush chain bridge nat cni-br-iface-c1-eth0\n\
-             flush chain bridge nat cni-br-iface-c1-eth0-mac\n\
-             add rule bridge nat PREROUTING iifname \"veth1\" jump cni-br-iface-c1-eth0 comment \"macspoofchk-c1-eth0\"\n\
-             add rule bridge nat cni-br-iface-c1-eth0 jump cni-br-iface-c1-eth0-mac comment \"macspoofchk-c1-eth0\"\n\
-             add rule bridge nat cni-br-iface-c1-eth0-mac ether saddr 02:00:00:00:00:01 return comment \"macspoofchk-c1-eth0\"\n\
-             add rule bridge nat cni-br-iface-c1-eth0-mac drop comment \"macspoofchk-c1-eth0\"\n"
-        );
-    }
-
-    #[test]
-    fn setup_rejects_ids_unsafe_in_chain_names() {
-        let fake = FakeRunner::new();
-        let err = SpoofCheck::new(&fake)
+    fn ids_unsafe_in_chain_names_are_refused_before_anything_runs() {
+        let mut s = SpoofCheck::system();
+        let err = s
             .setup("veth1", "02:00:00:00:00:01", "c 1;-eth0")
             .unwrap_err();
         assert!(matches!(err, Error::InvalidSpoofCheckId(_)), "{err:?}");
@@ -231,56 +183,10 @@ mod tests {
             err.to_string(),
             "macspoofchk: container ID and ifname \"c 1;-eth0\" must only contain letters, digits, '_', '-' and '.'"
         );
-        assert_eq!(fake.transcript(), "");
-    }
-
-    #[test]
-    fn setup_failure_keeps_nft_stderr() {
-        let fake = FakeRunner::new();
-        fake.fail(NFT, "Error: Could not process rule\n");
-        let err = SpoofCheck::new(&fake)
-            .setup("veth1", "02:00:00:00:00:01", "c1-eth0")
-            .unwrap_err();
-        match err {
-            Error::Failed { stderr, .. } => assert_eq!(stderr, "Error: Could not process rule"),
-            other => panic!("expected Failed, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn teardown_lists_then_deletes_by_handle() {
-        let fake = FakeRunner::new();
-        fake.answer(NFT, LISTING);
-        SpoofCheck::new(&fake).teardown("c1-eth0").unwrap();
-        assert_eq!(
-            fake.transcript(),
-            "$ nft -a list table bridge nat\n\
-             $ nft -f -\n\
-             delete rule bridge nat PREROUTING handle 5\n\
-             flush chain bridge nat cni-br-iface-c1-eth0\n\
-             flush chain bridge nat cni-br-iface-c1-eth0-mac\n\
-             delete chain bridge nat cni-br-iface-c1-eth0\n\
-             delete chain bridge nat cni-br-iface-c1-eth0-mac\n"
-        );
-    }
-
-    #[test]
-    fn teardown_without_table_or_rules_is_only_a_listing() {
-        let fake = FakeRunner::new();
-        fake.fail(NFT, "Error: No such file or directory");
-        SpoofCheck::new(&fake).teardown("c1-eth0").unwrap();
-        fake.answer(NFT, LISTING);
-        SpoofCheck::new(&fake).teardown("c3-eth0").unwrap();
-        assert_eq!(
-            fake.transcript(),
-            "$ nft -a list table bridge nat\n$ nft -a list table bridge nat\n"
-        );
-    }
-
-    #[test]
-    fn missing_nft_is_an_error() {
-        let fake = FakeRunner::new().without(&[NFT]);
-        let err = SpoofCheck::new(&fake).teardown("c1-eth0").unwrap_err();
-        assert!(err.is_tool_not_found(), "{err:?}");
+        // Refused before the socket was even opened.
+        assert!(!s.session.is_open());
+        assert_eq!(unique_id("c1", "eth0"), "c1-eth0");
+        assert_eq!(iface_chain("c1-eth0").name, "cni-br-iface-c1-eth0");
+        assert_eq!(mac_chain("c1-eth0").name, "cni-br-iface-c1-eth0-mac");
     }
 }

@@ -39,6 +39,13 @@ pub enum Error {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// An nf_tables batch was refused (nothing of it was applied); one entry per refused
+    /// message.
+    #[error("nf_tables transaction refused: {}", failure_list(.failures))]
+    Batch {
+        /// The refused messages, in the order the kernel reported them.
+        failures: Vec<crate::nfnetlink::MessageError>,
+    },
     /// A MAC address string could not be parsed.
     #[error("invalid MAC address {0:?}")]
     InvalidMac(String),
@@ -53,6 +60,11 @@ fn detail_suffix(detail: &Option<String>) -> String {
         .as_deref()
         .map(|d| format!(" ({d})"))
         .unwrap_or_default()
+}
+
+fn failure_list(failures: &[crate::nfnetlink::MessageError]) -> String {
+    let parts: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    parts.join("; ")
 }
 
 impl Error {
@@ -91,6 +103,7 @@ impl Error {
             Error::Kernel { errno, .. } => Some(*errno),
             Error::Io { source, .. } => source.raw_os_error(),
             Error::DumpInterrupted { .. } => Some(libc::EINTR),
+            Error::Batch { failures } => failures.first().map(|f| f.errno),
             _ => None,
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Design (after netavark's `netlink.rs`): one blocking `NETLINK_ROUTE` socket per network
 //! namespace, a sequence-checked request/ACK/dump loop ([`socket`]) and thin typed operations
-//! ([`link`], [`addr`], [`route`], [`bridge_vlan`]). No async runtime: a CNI plugin does a handful
+//! ([`link`], [`addr`], [`route`], [`bridge_vlan`]). [`conntrack`] speaks ctnetlink
+//! (`NETLINK_NETFILTER`) on a socket of its own. No async runtime: a CNI plugin does a handful
 //! of requests per exec, and blocking IO keeps the binary small.
 //!
 //! The public API uses only std, `ipnetwork` and this crate's own types; the
@@ -19,9 +20,11 @@
 pub mod addr;
 pub mod bridge_vlan;
 pub mod compat;
+pub mod conntrack;
 pub mod error;
 pub mod link;
 pub mod netns;
+pub mod nfnetlink;
 pub mod route;
 pub mod socket;
 pub mod sysctl;
@@ -31,6 +34,7 @@ pub use addr::Addr;
 pub use error::{Error, Result};
 pub use link::Link;
 pub use netns::Netns;
+pub use nfnetlink::NfNetlink;
 pub use route::{Family, RouteEntry};
 pub use socket::Netlink;
 pub use util::{format_mac, parse_mac, random_veth_name};

@@ -216,6 +216,26 @@ impl Netlink {
             .collect())
     }
 
+    /// The route the kernel would use to reach `dst` (`ip route get`): its `oif` is the
+    /// interface traffic to `dst` leaves by.
+    pub fn route_get(&mut self, dst: IpAddr) -> Result<Option<RouteEntry>> {
+        let mut req = RouteMessage::default();
+        let (family, len) = match dst {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
+        req.header.address_family = family;
+        req.header.destination_prefix_length = len;
+        req.attributes.push(RouteAttribute::Destination(dst.into()));
+        let replies = self
+            .execute(RouteNetlinkMessage::GetRoute(req), 0)
+            .map_err(|e| e.context(format!("get route to {dst}")))?;
+        Ok(replies.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => RouteEntry::from_message(r),
+            _ => None,
+        }))
+    }
+
     /// Adds a route (NLM_F_CREATE without NLM_F_EXCL, as the reference's `ConfigureIface`);
     /// an identical route gives [`crate::Error::is_exists`].
     pub fn add_route(&mut self, r: &RouteEntry) -> Result<()> {

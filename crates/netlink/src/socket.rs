@@ -215,7 +215,7 @@ impl Netlink {
     }
 }
 
-fn align4(len: usize) -> usize {
+pub(crate) fn align4(len: usize) -> usize {
     (len + 3) & !3
 }
 
@@ -231,7 +231,7 @@ fn kernel_error(code: i32, trailer: &[u8], echoes_request: bool) -> Error {
 
 /// Extracts NLMSGERR_ATTR_MSG from an error trailer: the original request (whole, or only its
 /// 16-byte header when the ACK is capped) followed by extended-ACK TLVs.
-fn ext_ack_message(trailer: &[u8], echoes_request: bool) -> Option<String> {
+pub(crate) fn ext_ack_message(trailer: &[u8], echoes_request: bool) -> Option<String> {
     let skip = if echoes_request {
         let len = u32::from_ne_bytes(trailer.get(..4)?.try_into().ok()?) as usize;
         align4(len)

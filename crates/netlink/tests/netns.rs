@@ -458,3 +458,20 @@ fn without_strict_checking_dumps_are_filtered_here() {
         .expect_err("gateway not on link");
     assert_eq!(err.errno(), Some(libc::ENETUNREACH), "{err}");
 }
+
+#[test]
+fn route_get_names_the_outgoing_interface() {
+    let mut nl = private_netns();
+    let br = bridge(&mut nl, "rg0", false);
+    nl.add_addr(br, net("10.9.0.1/24")).expect("add v4");
+    let r = nl
+        .route_get("10.9.0.5".parse().expect("ip"))
+        .expect("route get")
+        .expect("a route");
+    assert_eq!(r.oif, Some(br));
+    // No route: the kernel says ENETUNREACH.
+    let err = nl
+        .route_get("192.0.2.1".parse().expect("ip"))
+        .expect_err("unreachable");
+    assert_eq!(err.errno(), Some(libc::ENETUNREACH), "{err}");
+}

@@ -97,6 +97,7 @@ func main() {
 	convert := flag.String("convert", "", "also render the ADD/cached result in this version")
 	valid := flag.String("valid", "", "GC: valid attachments as id/ifname,id/ifname")
 	plugin := flag.String("plugin", "", "version: plugin type to ask")
+	portMappings := flag.String("portmap", "", "capability portMappings, as JSON (kubelet's hostPorts)")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fail("usage: rcni-libcni [flags] add|check|del|cached|validate|status|gc|version")
@@ -117,6 +118,13 @@ func main() {
 
 	list := loadList(*confFile)
 	rt := &libcni.RuntimeConf{ContainerID: *id, NetNS: *netns, IfName: *ifname}
+	if *portMappings != "" {
+		var pm []map[string]interface{}
+		if err := json.Unmarshal([]byte(*portMappings), &pm); err != nil {
+			fail("bad -portmap: %v", err)
+		}
+		rt.CapabilityArgs = map[string]interface{}{"portMappings": pm}
+	}
 	if *cniArgs != "" {
 		for _, kv := range strings.Split(*cniArgs, ";") {
 			parts := strings.SplitN(kv, "=", 2)

@@ -17,32 +17,55 @@ use crate::error::{Context, Error, Result};
 
 /// Runs DEL.
 ///
-/// The masquerade teardown runs on its own thread, concurrently with the link deletion
-/// and IPAM DEL. Both ends wait for the kernel, not the CPU: deleting the veth waits for
-/// RCU grace periods in `unregister_netdevice`, and an nftables transaction that deletes
-/// anything waits for one at the `nft` process's exit (the netlink socket release flushes
-/// nf_tables' deferred destroy work). Run one after the other they add up (~20 ms each on
-/// a busy node); run together the grace periods overlap. This changes no outcome: the
-/// rules are keyed by the attachment, not by anything in the netns, and the pod's
-/// processes are gone when DEL is called. Errors are reported in the reference's order.
+/// The firewall teardowns (masquerade, spoof check) run on their own thread, concurrently
+/// with the link deletion and IPAM DEL: they read and commit over netlink in well under a
+/// millisecond, while deleting the veth waits for RCU grace periods in
+/// `unregister_netdevice`. They share one nfnetlink session, closed only after the rest of
+/// DEL is done. An nf_tables transaction that deletes something leaves destruction work
+/// behind that waits one RCU grace period, and closing the socket waits for that work
+/// while holding the namespace's nf_tables commit mutex. Closed right after the commit,
+/// every DEL of a burst would hold that mutex for a grace period in turn (the burst
+/// serializes); closed after the veth deletion, the grace period has usually passed and
+/// the close is immediate.
+///
+/// This changes no outcome: the rules are keyed by the attachment, not by anything in the
+/// netns, and the pod's processes are gone when DEL is called. Errors are reported in the
+/// reference's order; a spoof-check leftover is only logged, as the reference does.
 pub fn del(args: &CmdArgs) -> Result<()> {
     let conf = BridgeConf::load(&args.stdin, &args.args)?;
     let masq = (conf.is_layer3() && conf.ip_masq)
         .then(|| conf.attachment(&args.container_id, &args.ifname));
+    let spoof = conf
+        .mac_spoof_chk
+        .then(|| firewall::spoofcheck::unique_id(&args.container_id, &args.ifname));
 
     std::thread::scope(|s| {
-        // Both backends and the reference's per-container chain: the pod may have been
-        // set up by another backend or by the Go plugin before an upgrade.
-        let masq = masq.map(|att| {
+        let firewall = (masq.is_some() || spoof.is_some()).then(|| {
             s.spawn(move || {
-                firewall::teardown_all(&att).context("failed to teardown IP masquerade")
+                let mut session = firewall::Session::new();
+                if let Some(id) = spoof
+                    && let Err(e) = firewall::spoofcheck::teardown_in(&mut session, &id)
+                {
+                    log::warn!("{}", Error::spoofcheck("teardown", e));
+                }
+                // Both backends and the reference's per-container chain: the pod may have
+                // been set up by another backend or by the Go plugin before an upgrade.
+                let masq = masq.map(|att| {
+                    firewall::teardown_all_in(&mut session, &att)
+                        .context("failed to teardown IP masquerade")
+                });
+                (masq, session)
             })
         });
         let mut errors = del_pod_side(args, &conf);
-        if let Some(handle) = masq {
+        if let Some(handle) = firewall {
             match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => errors.push(e),
+                Ok((masq, session)) => {
+                    if let Some(Err(e)) = masq {
+                        errors.push(e);
+                    }
+                    drop(session);
+                }
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
@@ -50,8 +73,7 @@ pub fn del(args: &CmdArgs) -> Result<()> {
     })
 }
 
-/// Everything but the masquerade teardown: container link, IPAM, spoof check. Every step
-/// runs even if an earlier one failed.
+/// The container link and IPAM. Every step runs even if an earlier one failed.
 fn del_pod_side(args: &CmdArgs, conf: &BridgeConf) -> Vec<Error> {
     let mut errors = Vec::new();
 
@@ -79,18 +101,6 @@ fn del_pod_side(args: &CmdArgs, conf: &BridgeConf) -> Vec<Error> {
         && let Err(e) = cni::delegate::del(&conf.ipam_type, &args.stdin, args)
     {
         errors.push(e.into());
-    }
-
-    if conf.mac_spoof_chk
-        && let Err(e) = firewall::SpoofCheck::system()
-            .teardown(&firewall::spoofcheck::unique_id(
-                &args.container_id,
-                &args.ifname,
-            ))
-            .map_err(|e| Error::spoofcheck("teardown", e))
-    {
-        // As the reference: a spoof-check leftover must not block the pod's removal.
-        log::warn!("{e}");
     }
     errors
 }

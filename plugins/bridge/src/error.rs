@@ -77,23 +77,12 @@ impl Error {
         }
     }
 
-    /// Maps an error of the firewall crate's spoof check (`what`: "setup" or "teardown")
-    /// to the message and code the plugin always gave: an unsafe attachment id is a config
-    /// error (7), a failing `nft` run an internal one (999), `nft` not startable I/O (5).
+    /// Maps an error of the firewall crate's spoof check (`what`: "setup" or "teardown"):
+    /// an unsafe attachment id is a config error (7), anything the kernel refused an
+    /// internal one (999), with the kernel's reason in the message.
     pub fn spoofcheck(what: &str, e: firewall::Error) -> Error {
         match e {
             firewall::Error::InvalidSpoofCheckId(_) => Error::Config(e.to_string()),
-            firewall::Error::Failed { stderr, .. } => {
-                Error::State(format!("failed to {what} spoof-check: {stderr}"))
-            }
-            firewall::Error::Spawn { source, .. } => Error::Io {
-                context: "failed to run nft".into(),
-                source,
-            },
-            firewall::Error::ToolNotFound { .. } => Error::Io {
-                context: "failed to run nft".into(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
-            },
             other => Error::Firewall {
                 context: format!("failed to {what} spoof-check"),
                 source: other,
@@ -186,25 +175,20 @@ mod tests {
                 .to_string()
                 .starts_with("macspoofchk: container ID and ifname")
         );
-        let failed = Error::spoofcheck(
+        let refused = Error::spoofcheck(
             "teardown",
-            firewall::Error::Failed {
-                tool: "nft".into(),
-                args: "-f -".into(),
-                status: "exit status: 1".into(),
-                stderr: "Error: boom".into(),
-            },
+            firewall::Error::Refused(vec![firewall::Refused {
+                index: Some(0),
+                what: "delete chain bridge nat x".into(),
+                errno: 16,
+                detail: None,
+            }]),
         );
-        assert_eq!(failed.code(), 999);
-        assert_eq!(
-            failed.to_string(),
-            "failed to teardown spoof-check: Error: boom"
+        assert_eq!(refused.code(), 999);
+        let msg = refused.to_string();
+        assert!(
+            msg.starts_with("failed to teardown spoof-check: nftables: delete chain bridge nat x: Device or resource busy"),
+            "{msg}"
         );
-        let missing = Error::spoofcheck(
-            "setup",
-            firewall::Error::ToolNotFound { tool: "nft".into() },
-        );
-        assert_eq!(missing.code(), 5);
-        assert!(missing.to_string().starts_with("failed to run nft: "));
     }
 }

@@ -14,7 +14,7 @@ pub const DEFAULT_CONF_NAME: &str = "10-flannel.conflist";
 pub const DEFAULT_CONF_FILE: &str = "/etc/kube-flannel/cni-conf.json";
 /// The binaries flannel needs on a node (flannel delegates to bridge, which calls host-local;
 /// runtimes call loopback for `lo`).
-pub const DEFAULT_PLUGINS: &[&str] = &["host-local", "loopback", "bridge", "flannel"];
+pub const DEFAULT_PLUGINS: &[&str] = &["host-local", "loopback", "bridge", "flannel", "portmap"];
 
 pub const USAGE: &str = "\
 usage: install-cni [options]
@@ -33,7 +33,7 @@ options (each also read from the environment variable shown; flags win):
   --bin-dir DIR     where to install them               [INSTALL_CNI_BIN_DIR]
                     (default: /opt/cni/bin)
   --plugins LIST    comma-separated binaries to install [INSTALL_CNI_PLUGINS]
-                    (default: host-local,loopback,bridge,flannel; \"\" = none)
+                    (default: host-local,loopback,bridge,flannel,portmap; \"\" = none)
   --conf-file FILE  the CNI config to install          [INSTALL_CNI_CONF_FILE]
                     (default: /etc/kube-flannel/cni-conf.json)
   --conf-dir DIR    where to install it                 [INSTALL_CNI_CONF_DIR]
@@ -215,7 +215,10 @@ mod tests {
             o.conf_file,
             Some(PathBuf::from("/etc/kube-flannel/cni-conf.json"))
         );
-        assert_eq!(o.plugins, ["host-local", "loopback", "bridge", "flannel"]);
+        assert_eq!(
+            o.plugins,
+            ["host-local", "loopback", "bridge", "flannel", "portmap"]
+        );
         assert_eq!(o.src_dir, None);
         assert!(!o.sleep);
     }

@@ -64,7 +64,7 @@ pub fn run(o: &Options, log: &mut dyn Write) -> Result<(), Error> {
         let outcome = install::install_file(bytes, &o.conf_dir, &o.conf_name, CONF_MODE)?;
         report(log, &o.conf_dir.join(&o.conf_name), outcome, CONF_MODE);
         // The runtime will look the plugin types up in the bin dir: say what is missing
-        // (e.g. kube-flannel's `portmap`, which comes from containernetworking-plugins).
+        // (e.g. `bandwidth`, which comes from containernetworking-plugins).
         for ty in &summary.plugin_types {
             if !o.bin_dir.join(ty).is_file() {
                 let _ = writeln!(

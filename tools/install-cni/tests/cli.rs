@@ -33,7 +33,7 @@ impl World {
         let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let src = tmp.path().join("src");
         fs::create_dir(&src).expect("mkdir");
-        for p in ["host-local", "loopback", "bridge", "flannel"] {
+        for p in ["host-local", "loopback", "bridge", "flannel", "portmap"] {
             fs::write(src.join(p), format!("#!/bin/sh\necho {p}\n")).expect("write");
         }
         let conf_file = tmp.path().join("cni-conf.json");
@@ -105,10 +105,10 @@ fn installs_binaries_and_config_then_is_idempotent() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         entries(&w.bin),
-        ["bridge", "flannel", "host-local", "loopback"]
+        ["bridge", "flannel", "host-local", "loopback", "portmap"]
     );
     assert_eq!(entries(&w.conf), ["10-flannel.conflist"]);
-    for p in ["bridge", "flannel", "host-local", "loopback"] {
+    for p in ["bridge", "flannel", "host-local", "loopback", "portmap"] {
         assert_eq!(
             fs::read(w.bin.join(p)).expect("read"),
             fs::read(w.src.join(p)).expect("read")
@@ -120,7 +120,7 @@ fn installs_binaries_and_config_then_is_idempotent() {
     assert_eq!(mode(&conf), 0o644);
     assert_eq!(
         stderr(&out).matches("installed").count(),
-        5,
+        6,
         "{}",
         stderr(&out)
     );
@@ -133,7 +133,7 @@ fn installs_binaries_and_config_then_is_idempotent() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(
         stderr(&again).matches("up to date").count(),
-        5,
+        6,
         "{}",
         stderr(&again)
     );
@@ -168,7 +168,7 @@ fn changed_source_replaces_target_by_rename() {
     );
     assert_eq!(
         entries(&w.bin),
-        ["bridge", "flannel", "host-local", "loopback"]
+        ["bridge", "flannel", "host-local", "loopback", "portmap"]
     );
 }
 
@@ -276,13 +276,13 @@ fn warns_about_plugins_missing_from_bin_dir() {
     let w = World::new();
     fs::write(
         &w.conf_file,
-        r#"{"name":"cbr0","cniVersion":"0.3.1","plugins":[{"type":"flannel"},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+        r#"{"name":"cbr0","cniVersion":"0.3.1","plugins":[{"type":"flannel"},{"type":"bandwidth","capabilities":{"bandwidth":true}}]}"#,
     )
     .expect("write");
     let out = w.run(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("\"portmap\", which is not in"),
+        stderr(&out).contains("\"bandwidth\", which is not in"),
         "{}",
         stderr(&out)
     );
@@ -306,7 +306,7 @@ fn default_source_dir_is_the_executables_directory() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         entries(&w.bin),
-        ["bridge", "flannel", "host-local", "loopback"]
+        ["bridge", "flannel", "host-local", "loopback", "portmap"]
     );
 }
 
@@ -357,7 +357,7 @@ fn sleep_then_signal(sig: &str) {
         .spawn()
         .expect("spawn");
     wait_for_sleep(&mut child);
-    assert_eq!(entries(&w.bin).len(), 4, "installed before sleeping");
+    assert_eq!(entries(&w.bin).len(), 5, "installed before sleeping");
     let kill = Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
         .status()
