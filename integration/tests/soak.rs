@@ -355,7 +355,7 @@ impl Soak {
                     );
                 }
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(10));
         }
         let waited = orphans.elapsed();
         let mut s = lock(&self.stats);
@@ -597,10 +597,12 @@ impl Soak {
         ids
     }
 
-    /// Chains of ours left without a rule of a live attachment: our iptables chains
-    /// (`RCNI-…`, one per attachment) beyond one per live pod, or chains of our nftables
-    /// tables that hold no rule naming a live container.
-    fn stray_chains(&self, live: &BTreeMap<String, (String, String)>) -> Vec<String> {
+    /// What of ours in the node's firewall belongs to no live attachment: our iptables
+    /// chains (`RCNI-…`, one per attachment) without a live attachment's rule; in our
+    /// nftables tables, regular chains without one, and map elements (address → chain) whose
+    /// address is no live pod's or whose chain is gone, and live pods without an element.
+    fn stray_rules(&self, live: &BTreeMap<String, (String, String)>) -> Vec<String> {
+        let is_live_rule = |l: &str| live.keys().any(|cid| l.contains(&format!("id: {cid}\"")));
         if self.p.backend == "iptables" {
             let text = self.node.ns.iptables_nat();
             let chains: Vec<&str> = text
@@ -610,38 +612,63 @@ impl Soak {
                 .filter(|c| c.starts_with("RCNI-"))
                 .collect();
             let owned = |chain: &str| {
-                text.lines().any(|l| {
-                    l.starts_with(&format!("-A {chain} "))
-                        && live.keys().any(|cid| l.contains(&format!("id: {cid}\"")))
-                })
+                text.lines()
+                    .any(|l| l.starts_with(&format!("-A {chain} ")) && is_live_rule(l))
             };
-            chains
+            return chains
                 .into_iter()
                 .filter(|c| !owned(c))
-                .map(str::to_owned)
-                .collect()
-        } else {
-            let text = self.node.ns.nft_ruleset();
-            let (mut ours, mut chain, mut owned) = (false, None::<String>, false);
-            let mut stray = Vec::new();
-            for line in text.lines().map(str::trim) {
-                if let Some(table) = line.strip_prefix("table ") {
-                    ours = table.contains("rcni");
-                } else if let Some(name) = line.strip_prefix("chain ").filter(|_| ours) {
-                    chain = Some(name.trim_end_matches(" {").to_owned());
-                    owned = false;
-                } else if line == "}" {
-                    if let Some(c) = chain.take().filter(|_| !owned) {
-                        stray.push(c);
+                .map(|c| format!("chain {c}"))
+                .collect();
+        }
+        let text = self.node.ns.nft_ruleset();
+        let live_ips: BTreeSet<&str> = live.values().map(|(_, ip)| ip.as_str()).collect();
+        let mut stray = Vec::new();
+        let mut chains = BTreeSet::new();
+        let mut elements = Vec::new();
+        // (name, base chain, holds a live rule) of the chain being read.
+        let mut chain: Option<(String, bool, bool)> = None;
+        let mut ours = false;
+        for line in text.lines().map(str::trim) {
+            if let Some(table) = line.strip_prefix("table ") {
+                ours = table.contains("rcni");
+                continue;
+            }
+            if !ours {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix("chain ") {
+                chain = Some((name.trim_end_matches(" {").to_owned(), false, false));
+            } else if line == "}" {
+                if let Some((name, base, owned)) = chain.take() {
+                    if !base && !owned {
+                        stray.push(format!("chain {name}"));
                     }
-                } else if chain.is_some() {
-                    owned |= live
-                        .keys()
-                        .any(|cid| line.contains(&format!("id: {cid}\"")));
+                    chains.insert(name);
+                }
+            } else if let Some((_, base, owned)) = &mut chain {
+                *base |= line.contains(" hook ");
+                *owned |= is_live_rule(line);
+            } else {
+                // Map elements: `<address> : jump <chain>`, a few per line.
+                for item in line.split([',', '{', '}']) {
+                    if let Some((ip, target)) = item.split_once(" : jump ") {
+                        elements.push((ip.trim().to_owned(), target.trim().to_owned()));
+                    }
                 }
             }
-            stray
         }
+        for ip in &live_ips {
+            if !elements.iter().any(|(e, _)| e == ip) {
+                stray.push(format!("no element for live {ip}"));
+            }
+        }
+        for (ip, target) in elements {
+            if !live_ips.contains(ip.as_str()) || !chains.contains(&target) {
+                stray.push(format!("element {ip} : jump {target}"));
+            }
+        }
+        stray
     }
 }
 
@@ -840,9 +867,9 @@ fn run_soak(p: Params) {
         "after GC: masquerade rules"
     );
     assert_eq!(
-        soak.stray_chains(&live),
+        soak.stray_rules(&live),
         Vec::<String>::new(),
-        "after GC: chains of ours"
+        "after GC: firewall state of ours"
     );
     // The veths of deleted pod netns go with them, a little later.
     eventually("one host veth per live pod", || {
@@ -861,7 +888,7 @@ fn run_soak(p: Params) {
     assert!(dir_entries(&soak.node.flannel_dir()).is_empty());
     assert!(soak.rules().is_empty(), "rules left: {:?}", soak.rules());
     assert_eq!(
-        soak.stray_chains(&BTreeMap::new()),
+        soak.stray_rules(&BTreeMap::new()),
         Vec::<String>::new(),
         "after every DEL"
     );
