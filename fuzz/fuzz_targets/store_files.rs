@@ -8,7 +8,8 @@
 //! The owner index is a hint that the store checks: an index that names the wrong file or
 //! owner is caught. What it cannot catch is an index that leaves a file out while the
 //! directory's times are as it recorded them (a change by another writer within one clock
-//! tick, on kernels before 6.13); a forged index models exactly that, and then, until a
+//! tick, on kernels or filesystems without multigrain timestamps); a forged index or a
+//! foreign write marked as made in the same tick models exactly that, and then, until a
 //! listing of every file (GC), the store may see a subset of an attachment's files: an ADD
 //! may miss a duplicate (and must then take a free address), DEL and CHECK may find a
 //! subset. It must never take a taken address, release another attachment's file, or
@@ -171,12 +172,18 @@ enum Op {
     Gc {
         valid: Vec<(u8, u8)>,
     },
-    /// Another writer (the reference plugin, a person) adds or replaces a file.
+    /// Another writer (the reference plugin, a person) adds or replaces a file, in a later
+    /// clock tick than the store's last change (so the directory's times show it) or in the
+    /// same one (see the top).
     Foreign {
         name: Name,
         content: Content,
+        same_tick: bool,
     },
-    ForeignRemove(u8),
+    ForeignRemove {
+        ip: u8,
+        same_tick: bool,
+    },
     /// The owner index is replaced by one with the directory's stamp (see the top).
     Forge(Vec<IndexLine>),
     /// The owner index is overwritten with anything (torn, foreign).
@@ -262,6 +269,22 @@ fn forge(dir: &Path, lines: &[IndexLine]) {
     fuzz_forge(dir, &body).expect("forge the index");
 }
 
+/// After another writer changed `dir`: unless the change is to count as made in the clock
+/// tick of the store's last one, the directory's modification time is moved to a time of its
+/// own (as a later tick would), so that the store must see the change. Whether the owner index
+/// may now be blind.
+fn foreign_change(dir: &Path, same_tick: bool, ticks: &mut u64) -> bool {
+    if same_tick {
+        return true;
+    }
+    *ticks += 1;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + *ticks);
+    std::fs::File::open(dir)
+        .and_then(|d| d.set_modified(when))
+        .expect("set the directory's mtime");
+    false
+}
+
 /// The model's answer for DEL (the reference's `ReleaseByID`, `passes` times).
 fn model_release(model: &mut MemStore, id: &str, ifname: &str, passes: usize) -> BTreeSet<IpAddr> {
     let entries = model.list().expect("list");
@@ -315,6 +338,7 @@ fuzz_target!(|input: Input| {
 
     // The index may be omitting files (see the top) until every file is read again.
     let mut blind = false;
+    let mut ticks = 0;
     for op in input.ops.iter().take(32) {
         match op {
             Op::Add {
@@ -337,12 +361,14 @@ fuzz_target!(|input: Input| {
                 let want = a.get(&mut twin, id, ifname, wanted);
                 match (&got, &want) {
                     (Ok(g), Ok(w)) => assert_eq!(g, w, "ADD {id}/{ifname}"),
+                    // A duplicate the blind index hid: a free address, or none left.
                     (Ok(g), Err(AllocError::Duplicate { .. })) if blind => {
                         let ip = g.address.ip();
                         assert!(!model.files.contains_key(&ip), "ADD took the taken {ip}");
-                        assert!(model.reserve(id, ifname, ip, idx).expect("reserve"));
-                        continue;
+                        assert!(twin.reserve(id, ifname, ip, idx).expect("reserve"));
                     }
+                    (Err(AllocError::Exhausted { .. }), Err(AllocError::Duplicate { .. }))
+                        if blind => {}
                     (
                         Err(AllocError::Duplicate { ip: g, .. }),
                         Err(AllocError::Duplicate { .. }),
@@ -465,7 +491,11 @@ fuzz_target!(|input: Input| {
                 store.sync().expect("sync");
                 blind = false;
             }
-            Op::Foreign { name, content } => {
+            Op::Foreign {
+                name,
+                content,
+                same_tick,
+            } => {
                 let Some(file) = name.file() else { continue };
                 let path = dir.join(&file);
                 // A new inode, as the reference plugin's DEL then ADD makes.
@@ -474,11 +504,13 @@ fuzz_target!(|input: Input| {
                 if let Ok(ip) = file.parse::<IpAddr>() {
                     model.files.insert(ip, content.seen());
                 }
+                blind |= foreign_change(&dir, *same_tick, &mut ticks);
             }
-            Op::ForeignRemove(i) => {
-                let ip = pool(*i);
+            Op::ForeignRemove { ip, same_tick } => {
+                let ip = pool(*ip);
                 let _ = std::fs::remove_file(dir.join(ip.to_string()));
                 model.files.remove(&ip);
+                blind |= foreign_change(&dir, *same_tick, &mut ticks);
             }
             Op::Forge(lines) => {
                 forge(&dir, lines);
