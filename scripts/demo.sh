@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # rcni demo: a three-node flannel cluster in network namespaces, pods networked by our
 # `flannel` plugin (→ bridge → host-local, + loopback) and `portmap`, pings to prove it
-# works, and a pod's hostPort on node1 reached from node2.
+# works, a pod's hostPort on node1 reached from node2, and rcni-doctor checking each node,
+# then naming a broken one's fault and fixing it.
 #
 #   sudo ./scripts/demo.sh                  # builds, then runs host-gw and vxlan
 #   sudo ./scripts/demo.sh --mode vxlan     # one mode only
@@ -17,7 +18,8 @@
 # flanneld itself is not run: the script does what it would do on each node (write
 # subnet.env; install the host-gw routes or the vxlan flannel.1 device, routes, neighbours
 # and FDB entries). Everything a pod needs is then done by the CNI plugins, exactly as a
-# runtime calls them. Everything is removed at the end, also on Ctrl-C or error.
+# runtime calls them (each node has its CNI config dir, and a libcni-style cache of its pods'
+# results, which rcni-doctor reads). Everything is removed at the end, also on Ctrl-C or error.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,6 +72,23 @@ fi
 OK="${GRN}✓${RST}"
 KO="${RED}✗${RST}"
 heading() { printf '\n%s━━ %s%s\n' "$B$CYN" "$*" "$RST"; }
+# quiet LABEL CMD...: one line; the command's own output only when it fails.
+quiet() {
+  local label=$1 log t0=$SECONDS last
+  shift
+  log=$(mktemp /tmp/rcni-demo-step.XXXXXX)
+  printf '%s▸ %s%s … ' "$B" "$label" "$RST"
+  if "$@" >"$log" 2>&1; then
+    last=$(tail -n 1 "$log" | sed "s/^ *//")
+    echo "${last:-done} ($((SECONDS - t0))s)"
+    rm -f "$log"
+  else
+    echo "${RED}failed${RST}:"
+    cat "$log"
+    rm -f "$log"
+    exit 1
+  fi
+}
 step() { printf '%s▸ %s%s\n' "$B" "$*" "$RST"; }
 note() { printf '%s  %s%s\n' "$DIM" "$*" "$RST"; }
 indent() { sed 's/^/    /'; }
@@ -78,14 +97,13 @@ indent() { sed 's/^/    /'; }
 echo "${B}rcni demo${RST}: flannel CNI across three simulated nodes (modes: ${modes[*]})"
 if [ "$build" = 1 ]; then
   heading "Building"
-  step "packages (scripts/deps.sh)"
-  ./scripts/deps.sh
-  step "plugins (scripts/build.sh → target/bin)"
+  quiet "packages (scripts/deps.sh)" ./scripts/deps.sh
   # build.sh copies from ./target: keep cargo's output there.
-  env -u CARGO_TARGET_DIR ./scripts/build.sh
+  quiet "plugins and rcni-doctor (scripts/build.sh → target/bin; minutes the first time)" \
+    env -u CARGO_TARGET_DIR ./scripts/build.sh
 fi
 BIN=${RCNI_BIN_DIR:-$REPO/target/bin}
-for b in flannel bridge host-local loopback portmap; do
+for b in flannel bridge host-local loopback portmap rcni-doctor; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: run ./scripts/build.sh" >&2; exit 1; }
 done
 for t in ip jq ping bridge busybox; do
@@ -141,13 +159,19 @@ make_nodes() {
     ip -n "$(node_ns "$n")" link set eth0 up
     in_node "$n" sysctl -qw net.ipv4.ip_forward=1
     # What flanneld writes: the node's lease from the cluster network.
-    mkdir -p "$WORK/node$n"
+    mkdir -p "$WORK/node$n/net.d" "$WORK/node$n/cache/results"
     cat >"$WORK/node$n/subnet.env" <<EOF
 FLANNEL_NETWORK=$CLUSTER_NET
 FLANNEL_SUBNET=10.244.$n.1/24
 FLANNEL_MTU=$mtu
 FLANNEL_IPMASQ=true
 EOF
+    # What install-cni installs ($CONFLIST), with this node's
+    # subnet.env and state dirs instead of /run/flannel and /var/lib/cni.
+    jq --arg sf "$WORK/node$n/subnet.env" --arg dd "$WORK/node$n/flannel" \
+      --arg ipam "$WORK/node$n/ipam" \
+      '.plugins[0] += {subnetFile: $sf, dataDir: $dd, ipam: {dataDir: $ipam}}' \
+      "$CONFLIST" >"$WORK/node$n/net.d/10-flannel.conflist"
   done
 }
 
@@ -186,15 +210,28 @@ routes_vxlan() {
 }
 
 # ---------------------------------------------------------------- CNI calls
-# The flannel plugin config of the conflist ($CONFLIST) as a runtime sends it
-# (name and cniVersion injected), with this node's subnet.env and state dirs instead of
-# /run/flannel and /var/lib/cni.
+# The flannel plugin config of the node's conflist as a runtime sends it (name and
+# cniVersion injected).
 flannel_conf() {
+  jq -c '.plugins[0] + {name: .name, cniVersion: .cniVersion}' \
+    "$WORK/node$1/net.d/10-flannel.conflist"
+}
+
+# What libcni does after a successful ADD (and undoes after DEL): the result cached under
+# results/<network>-<containerID>-<ifname>. rcni-doctor tells live pods from gone ones by it.
+cache_result() {
+  local n=$1 id=$2 netns=$3 res=$4
+  jq -n --arg id "$id" --arg ns "$netns" --argjson r "$res" \
+    '{kind: "cniCacheV1", containerId: $id, ifName: "eth0", networkName: "cbr0",
+      netns: $ns, result: $r}' >"$WORK/node$n/cache/results/cbr0-$id-eth0"
+}
+
+# doctor NODE ARGS...: rcni-doctor in the node's netns, on the node's files.
+doctor() {
   local n=$1
-  jq -c --arg sf "$WORK/node$n/subnet.env" --arg dd "$WORK/node$n/flannel" \
-    --arg ipam "$WORK/node$n/ipam" \
-    '.plugins[0] + {name: .name, cniVersion: .cniVersion, subnetFile: $sf, dataDir: $dd,
-                    ipam: {dataDir: $ipam}}' "$CONFLIST"
+  shift
+  in_node "$n" "$BIN/rcni-doctor" --conf-dir "$WORK/node$n/net.d" --bin-dir "$BIN" \
+    --cache-dir "$WORK/node$n/cache" "$@"
 }
 LOOPBACK_CONF='{"cniVersion":"0.3.1","name":"cni-loopback","type":"loopback"}'
 
@@ -263,6 +300,8 @@ add_pods() {
         printf '%s\n' "$res" | indent
         return 1
       fi
+      # libcni caches the list's final result.
+      cache_result "$n" "$id" "/run/netns/$ns" "$res"
       ip=$(jq -r '[.ips[].address | select(test("^10\\."))][0] | split("/")[0]' <<<"$res")
       RESULT["$n/$k"]=$res
       POD_IP["$n/$k"]=$ip
@@ -282,6 +321,7 @@ del_pods() {
       "$(portmap_conf "$(pod_mappings "$n" "$k")" "${RESULT[$p]}")"
     conf=$(jq -c --argjson prev "${RESULT[$p]}" '. + {prevResult: $prev}' <<<"$(flannel_conf "$n")")
     cni_ok "$n" DEL flannel eth0 "$id" "/run/netns/$ns" "$conf"
+    rm -f "$WORK/node$n/cache/results/cbr0-$id-eth0"
     cni_ok "$n" DEL loopback lo "$id" "/run/netns/$ns" "$LOOPBACK_CONF"
     ip netns del "$ns"
   done
@@ -373,6 +413,46 @@ score() {
   if [ "$ok" = "$all" ]; then echo "$OK $ok/$all"; else echo "$KO $ok/$all"; fi
 }
 
+# rcni-doctor on every node: all must be clean. The first time, node1's whole report.
+doctor_all() {
+  local n out
+  for n in "${NODES[@]}"; do
+    if out=$(doctor "$n"); then
+      if [ "$n" = 1 ] && [ -z "${DOCTOR_SHOWN:-}" ]; then
+        DOCTOR_SHOWN=1
+        grep -v '^rcni-doctor:' <<<"$out" | sed 's/^/node1  /' | indent
+      fi
+      echo "    node$n: $OK $(tail -n 1 <<<"$out")"
+      PASS=$((PASS + 1))
+    else
+      echo "    node$n: $KO rcni-doctor found problems:"
+      indent <<<"$out"
+      FAIL=$((FAIL + 1))
+    fi
+  done
+}
+
+# One fault on node1 (IP forwarding off), what it breaks, what the doctor says, --fix.
+fault_and_fix() {
+  local from to out
+  from=$(pod_ns 1 1) to=${POD_IP[2/1]}
+  in_node 1 sysctl -qw net.ipv4.ip_forward=0
+  if ping_ok "$from" "$to"; then
+    echo "    n1/pod1 → n2/pod1 ($to) still answers: $KO the fault did not break anything"
+    FAIL=$((FAIL + 1))
+  else
+    echo "    n1/pod1 → n2/pod1 ($to): no answer (node1 no longer forwards)"
+  fi
+  note "rcni-doctor on node1 (exit status 1: an error was found):"
+  out=$(doctor 1) || true
+  grep -v '^✓\|^rcni-doctor:' <<<"$out" | indent
+  note "rcni-doctor --fix on node1:"
+  out=$(doctor 1 --fix) || true
+  sed -n '/^--fix:/,$p' <<<"$out" | grep -v '^✓\|^rcni-doctor:\|^$' | indent
+  tick "$from" "$to" fixed
+  echo "    n1/pod1 → n2/pod1 ($to) after the fix: $T"
+}
+
 run_mode() {
   local mode=$1 mtu n k p
   PASS=0 FAIL=0
@@ -425,6 +505,13 @@ run_mode() {
   hostport_check
   stop_server
 
+  if [ "$mode" = "${modes[-1]}" ]; then
+    step "A broken node: IP forwarding turned off on node1 (a sysctl.d file, a network manager)"
+    fault_and_fix
+  fi
+  step "rcni-doctor on each node (config, lease, plugins, bridge, sysctls, firewall, stores, routes)"
+  doctor_all
+
   step "Deleting every pod (CNI_COMMAND=DEL: portmap removes the mapping, flannel reads its saved config, bridge + host-local free the IP)"
   del_pods
   if [ -z "$(in_node 1 iptables -w -t nat -S | grep 'CNI-DN-' || true)" ] &&
@@ -463,7 +550,9 @@ done
 heading "Summary"
 for r in "${RESULTS[@]}"; do echo "  $r"; done
 if [ "$TOTAL_FAIL" = 0 ]; then
-  echo "  $OK every pod reached every pod and every node, a hostPort answered across nodes, in every mode; nothing left behind"
+  echo "  $OK every pod reached every pod and every node, a hostPort answered across nodes, in every"
+  echo "    mode; rcni-doctor found every node healthy (and named and fixed the one fault); nothing"
+  echo "    left behind"
 else
   echo "  $KO $TOTAL_FAIL checks failed"
   exit 1

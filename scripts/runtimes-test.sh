@@ -36,9 +36,8 @@ fi
 
 work=$(mktemp -d /tmp/rcni-rt-build.XXXXXX)
 # libcni v1.1.x is plain Go with no dependencies outside the standard library: GOPATH mode
-# against Debian's source tree, offline.
-GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE="$work/gocache" GOTOOLCHAIN=local \
-  go build -o "$work/rcni-libcni" integration/runtimes/libcni-driver/main.go
+# against Debian's source tree, offline (the same build as the README's cnitool).
+./scripts/build-cnitool.sh "$work/rcni-libcni"
 
 RAN=1
 export PYTHONDONTWRITEBYTECODE=1

@@ -7,6 +7,7 @@ version conversion in the loop. The plugin dir is a recorder (common.Recorder) i
 the plugins under test, and everything runs in a node netns made here.
 """
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -221,8 +222,76 @@ def case(driver, bin_dir, conf_name, version, reference=False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cnitool_command_line(driver, bin_dir):
+    """The driver with cnitool's command line: NETWORK NETNS positional, the rest from the
+    environment (NETCONFPATH, CNI_PATH, CNI_ARGS, CNI_IFNAME, CNI_CONTAINERID, CAP_ARGS), the
+    container ID derived from the netns path as cnitool derives it; gc DELs every cached
+    attachment of the network, as cnitool's (libcni 1.2) does."""
+    tmp = tmpdir("cnitool")
+    nss = []
+    try:
+        node, pod1, pod2, pod3 = Netns("cn"), Netns("c1"), Netns("c2"), Netns("c3")
+        nss = [pod3, pod2, pod1, node]
+        rec = Recorder(tmp, plugin_map(bin_dir))
+        netd = os.path.join(tmp, "net.d")
+        os.makedirs(netd)
+        conf, d = prepare(os.path.join(EXAMPLES, "10-flannel-rcni.conflist"), "1.0.0", tmp,
+                          "subnet.env.vxlan")
+        shutil.move(conf, os.path.join(netd, "10-flannel.conflist"))
+        args = "IgnoreUnknown=1;K8S_POD_NAME=by-hand"
+        env = {"PATH": os.environ["PATH"], "CNI_PATH": rec.dir, "NETCONFPATH": netd,
+               "CNI_CACHE_DIR": os.path.join(tmp, "cache"), "CNI_ARGS": args,
+               "CAP_ARGS": '{"portMappings":[]}'}
+
+        def tool(cmd, ns, extra=None, ok=True):
+            e = dict(env, **(extra or {}))
+            envs = [f"{k}={v}" for k, v in e.items()]
+            p = node.exec(["env", "-i"] + envs + [driver, cmd, d["name"], ns.path], check_rc=False)
+            if ok and p.returncode != 0:
+                raise Fail(f"cnitool {cmd} failed: {p.stderr.strip()}\ncalls:\n{fmt_calls(rec.calls())}")
+            return p
+
+        def cid(ns):
+            return "cnitool-" + hashlib.sha512(ns.path.encode()).hexdigest()[:20]
+
+        res = json.loads(tool("add", pod1).stdout)
+        check(res["ips"][0]["address"].startswith("10.244.1."), f"add printed {res}")
+        results = os.path.join(tmp, "cache", "results")
+        check(os.path.exists(os.path.join(results, f"cbr0-{cid(pod1)}-eth0")),
+              f"no cache entry named after cnitool's container ID: {os.listdir(results)}")
+        tool("check", pod1)
+        tool("add", pod2, {"CNI_IFNAME": "net1"})
+        check("net1" in pod2.exec(["ip", "-o", "link"]).stdout, "CNI_IFNAME not used")
+        tool("add", pod3, {"CNI_CONTAINERID": "by-hand-3"})
+        check(os.path.exists(os.path.join(results, "cbr0-by-hand-3-eth0")), "CNI_CONTAINERID ignored")
+        tool("del", pod1)
+        ipdir = os.path.join(tmp, "ipam", "cbr0")
+
+        def reserved():
+            return [f for f in os.listdir(ipdir) if f.startswith("10.")]
+        check(len(reserved()) == 2, f"after del: {reserved()}")
+        tool("status", pod1)  # a 1.0.0 list: nothing to ask (libcni skips STATUS below 1.1.0)
+        tool("gc", pod1)
+        check(reserved() == [], f"gc left {reserved()}")
+        check(os.listdir(results) == [], f"gc left cache entries {os.listdir(results)}")
+        bad = tool("check", pod2, ok=False)
+        check(bad.returncode == 1 and bad.stderr.strip(), f"check after gc: {bad}")
+        calls = rec.calls()
+        check(all(c["netns"] == node_inode_str(node) for c in calls), "a plugin ran outside the node")
+        check(all(c["env"].get("CNI_ARGS") == args for c in calls if c["cmd"] == "ADD"
+                  and c["plugin"] == "flannel"), f"CNI_ARGS not passed:\n{fmt_calls(calls)}")
+        check(not any(c["cmd"] == "STATUS" for c in calls), "STATUS sent for a 1.0.0 list")
+    finally:
+        for ns in nss:
+            ns.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def tests(driver, bin_dir, reference=False):
     out = []
+    if not reference:
+        out.append(("libcni driver with cnitool's command line",
+                    lambda: cnitool_command_line(driver, bin_dir)))
     for conf_name in CONFIGS:
         if reference and "flannel" in conf_name:
             continue

@@ -15,6 +15,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use cni::config::ConfList;
 use rcni_integration::{Call, Reply, TestNetns, bin, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
@@ -34,28 +35,10 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
-/// A config file as libcni reads it: a `.conflist` as is, a `.conf` wrapped into a list of one
-/// (`ConfListFromConf`).
-struct NetList {
-    name: String,
-    version: String,
-    plugins: Vec<Value>,
-}
-
-fn load(path: &Path) -> NetList {
-    let v = read_json(path);
-    let name = v["name"].as_str().expect("name").to_owned();
-    let version = v["cniVersion"].as_str().unwrap_or("0.1.0").to_owned();
-    let plugins = if path.extension().is_some_and(|e| e == "conflist") {
-        v["plugins"].as_array().expect("plugins array").clone()
-    } else {
-        vec![v]
-    };
-    NetList {
-        name,
-        version,
-        plugins,
-    }
+/// A config file as libcni reads it (a `.conf` becomes a list of one), with the runtime's
+/// loader.
+fn load(path: &Path) -> ConfList {
+    ConfList::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The subnet.env file (from conf-examples) that goes with an example.
@@ -118,7 +101,7 @@ impl Runner {
     }
 
     /// The config libcni would send to plugin `p` of `list`, with our temp paths.
-    fn plugin_conf(&self, list: &NetList, p: &Value, at: &Att, prev: Option<&Value>) -> Value {
+    fn plugin_conf(&self, list: &ConfList, p: &Value, at: &Att, prev: Option<&Value>) -> Value {
         let mut c = p.clone();
         // The runtime turns capabilities into runtimeConfig and removes them.
         if c["capabilities"]["portMappings"] == json!(true) {
@@ -130,7 +113,7 @@ impl Runner {
             o.remove("capabilities");
         }
         c["name"] = json!(list.name);
-        c["cniVersion"] = json!(list.version);
+        c["cniVersion"] = json!(list.effective_version());
         let ipam_dir = self.ipam_dir().to_string_lossy().into_owned();
         match c["type"].as_str() {
             Some("flannel") => {
@@ -153,7 +136,7 @@ impl Runner {
         c
     }
 
-    fn call(&self, list: &NetList, p: &Value, cmd: &str, at: &Att, prev: Option<&Value>) -> Reply {
+    fn call(&self, list: &ConfList, p: &Value, cmd: &str, at: &Att, prev: Option<&Value>) -> Reply {
         let ty = p["type"].as_str().expect("type");
         Call::new(bin(ty), cmd, self.plugin_conf(list, p, at, prev))
             .container(at.id)
@@ -164,7 +147,7 @@ impl Runner {
             .run()
     }
 
-    fn shipped<'a>(&self, list: &'a NetList) -> Vec<&'a Value> {
+    fn shipped<'a>(&self, list: &'a ConfList) -> Vec<&'a Value> {
         list.plugins
             .iter()
             .filter(|p| {
@@ -180,7 +163,7 @@ impl Runner {
     }
 
     /// ADD every plugin in order, chaining prevResult; returns the final result.
-    fn add(&self, list: &NetList, at: &Att) -> Value {
+    fn add(&self, list: &ConfList, at: &Att) -> Value {
         let mut prev: Option<Value> = None;
         for p in self.shipped(list) {
             let r = self.call(list, p, "ADD", at, prev.as_ref());
@@ -195,8 +178,8 @@ impl Runner {
         prev.expect("at least one plugin")
     }
 
-    fn check(&self, list: &NetList, at: &Att, result: &Value) {
-        if !has_check(&list.version) {
+    fn check(&self, list: &ConfList, at: &Att, result: &Value) {
+        if !has_check(&list.effective_version()) {
             return;
         }
         for p in self.shipped(list) {
@@ -204,7 +187,7 @@ impl Runner {
         }
     }
 
-    fn del(&self, list: &NetList, at: &Att, result: &Value) {
+    fn del(&self, list: &ConfList, at: &Att, result: &Value) {
         for p in self.shipped(list).into_iter().rev() {
             self.call(list, p, "DEL", at, Some(result)).expect_ok();
         }
@@ -487,28 +470,21 @@ fn every_example_parses() {
     let mut seen = 0;
     for f in dir_entries(&dir) {
         let path = dir.join(&f);
-        if f.ends_with(".conflist") {
-            let v = read_json(&path);
-            assert!(v["name"].is_string(), "{f}: name");
-            let plugins = v["plugins"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{f}: plugins"));
-            assert!(!plugins.is_empty(), "{f}");
-            assert!(
-                plugins.iter().all(|p| p["type"].is_string()),
+        if f.ends_with(".conflist") || f.ends_with(".conf") {
+            let list = load(&path);
+            assert!(!list.name.is_empty(), "{f}: name");
+            assert!(!list.plugins.is_empty(), "{f}");
+            assert_eq!(
+                list.plugin_types().len(),
+                list.plugins.len(),
                 "{f}: each plugin needs a type"
             );
-            seen += 1;
-        } else if f.ends_with(".conf") {
-            let v = read_json(&path);
-            assert!(
-                v["name"].is_string() && v["type"].is_string(),
-                "{f}: name + type"
-            );
-            assert!(
-                v.get("plugins").is_none(),
-                "{f}: a .conf is a single plugin"
-            );
+            if f.ends_with(".conf") {
+                assert!(
+                    read_json(&path).get("plugins").is_none(),
+                    "{f}: a .conf is a single plugin"
+                );
+            }
             seen += 1;
         } else if f.starts_with("subnet.env.") {
             let keys: Vec<String> = parse_subnet_env(&path)

@@ -9,10 +9,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cni::config::ConfList;
 use rcni_integration::{Call, TestNetns, bin, bin_dir, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
-const PLUGINS: &[&str] = &["bridge", "flannel", "host-local", "loopback", "portmap"];
+const PLUGINS: &[&str] = &[
+    "bridge",
+    "flannel",
+    "host-local",
+    "loopback",
+    "portmap",
+    "rcni-doctor",
+];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf-examples")
@@ -54,7 +62,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert_eq!(
         dir_entries(&bins),
         PLUGINS,
-        "exactly the five plugins, no temp files"
+        "exactly the five plugins and the doctor, no temp files"
     );
     for p in PLUGINS {
         let installed = bins.join(p);
@@ -65,6 +73,17 @@ fn installs_the_built_suite_and_the_plugins_run() {
         );
         let mode = fs::metadata(&installed).expect("meta").permissions().mode() & 0o7777;
         assert_eq!(mode, 0o755, "{p}");
+        if *p == "rcni-doctor" {
+            let v = Command::new(&installed)
+                .arg("--version")
+                .output()
+                .expect("run");
+            assert!(
+                String::from_utf8_lossy(&v.stdout).starts_with("rcni-doctor rcni v"),
+                "{v:?}"
+            );
+            continue;
+        }
         // The installed binary answers VERSION as a CNI plugin.
         let v = Call::new(&installed, "VERSION", json!({"cniVersion": "1.1.0"}))
             .run()
@@ -97,7 +116,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(
         stderr(&again).matches("up to date").count(),
-        6,
+        7,
         "{}",
         stderr(&again)
     );
@@ -182,13 +201,10 @@ fn installed_files_network_a_pod() {
     )
     .expect("copy");
 
-    let list: Value = serde_json::from_str(
-        &fs::read_to_string(t.path().join("etc/cni/net.d/10-flannel.conflist")).expect("read"),
-    )
-    .expect("json");
-    let mut conf = list["plugins"][0].clone();
-    conf["name"] = list["name"].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
+    // What the runtime derives from the installed file for the first plugin.
+    let list = ConfList::load(&t.path().join("etc/cni/net.d/10-flannel.conflist"))
+        .expect("the installed config loads");
+    let mut conf = list.plugin_conf(0).expect("one plugin");
     conf["subnetFile"] = json!(state.join("subnet.env"));
     conf["dataDir"] = json!(state.join("flannel"));
     conf["ipam"] = json!({ "dataDir": state.join("ipam") });

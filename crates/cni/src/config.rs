@@ -11,6 +11,9 @@ use crate::error::{CniError, code};
 use crate::result::CniResult;
 use crate::version::DEFAULT_CONFIG_VERSION;
 
+mod conflist;
+pub use conflist::{CONF_EXTENSIONS, ConfList, ConfListError, conf_files};
+
 /// A JSON object.
 pub type Map = serde_json::Map<String, serde_json::Value>;
 
@@ -74,58 +77,6 @@ pub struct Attachment {
     pub container_id: String,
     /// Its interface name.
     pub ifname: String,
-}
-
-/// A network configuration list (SPEC §1), for tools (install-cni, tests).
-#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfList {
-    /// `cniVersion`.
-    #[serde(default)]
-    pub cni_version: String,
-    /// `cniVersions` (1.1.0): the versions the list may be used with.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cni_versions: Vec<String>,
-    /// Network name.
-    #[serde(default)]
-    pub name: String,
-    /// `disableCheck`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub disable_check: bool,
-    /// `disableGC` (1.1.0).
-    #[serde(
-        default,
-        rename = "disableGC",
-        skip_serializing_if = "std::ops::Not::not"
-    )]
-    pub disable_gc: bool,
-    /// The plugin configs, in order.
-    #[serde(default)]
-    pub plugins: Vec<serde_json::Value>,
-}
-
-impl ConfList {
-    /// The version libcni would use: the highest of `cniVersions` that we support, else
-    /// `cniVersion` (libcni/conf.go).
-    pub fn effective_version(&self) -> String {
-        use crate::version::SpecVersion;
-        self.cni_versions
-            .iter()
-            .filter_map(|v| SpecVersion::parse(v).ok().filter(|p| p.is_supported()))
-            .max()
-            .map(|v| v.as_str())
-            .unwrap_or_else(|| self.cni_version.clone())
-    }
-
-    /// The request config of plugin `idx` as a runtime derives it (SPEC §3): `cniVersion` and
-    /// `name` injected, `capabilities` removed. `prevResult`/`runtimeConfig` are the caller's.
-    pub fn plugin_conf(&self, idx: usize) -> Option<serde_json::Value> {
-        let mut p = self.plugins.get(idx)?.as_object()?.clone();
-        p.insert("cniVersion".into(), self.effective_version().into());
-        p.insert("name".into(), self.name.clone().into());
-        p.remove("capabilities");
-        Some(serde_json::Value::Object(p))
-    }
 }
 
 /// `runtimeConfig.portMappings` entry (CONVENTIONS.md).
@@ -350,18 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn conflist() {
-        let l: ConfList = serde_json::from_value(json!({
-            "cniVersion":"0.3.1","cniVersions":["0.3.1","1.0.0","9.0.0"],"name":"cbr0",
-            "plugins":[{"type":"flannel","capabilities":{"portMappings":true}},{"type":"portmap"}]}))
-        .unwrap();
-        assert_eq!(l.effective_version(), "1.0.0");
-        let p = l.plugin_conf(0).unwrap();
-        assert_eq!(
-            p,
-            json!({"type":"flannel","cniVersion":"1.0.0","name":"cbr0"})
-        );
-        assert!(l.plugin_conf(5).is_none());
+    fn capabilities() {
         let c: NetConf =
             serde_json::from_value(json!({"name":"x","capabilities":{"portMappings":true}}))
                 .unwrap();

@@ -410,7 +410,7 @@ pub(crate) fn parse_rules(out: &str) -> Vec<RuleLine> {
 
 /// Split an `iptables -S` line into words: whitespace-separated, `"..."` quoted with `\`
 /// escapes (the format iptables prints comments in).
-pub(crate) fn tokenize(line: &str) -> Vec<String> {
+pub fn tokenize(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;

@@ -36,7 +36,7 @@ pub mod spoofcheck;
 
 pub use error::{Error, Refused};
 pub use ipnetwork::IpNetwork;
-pub use iptables::Iptables;
+pub use iptables::{Iptables, tokenize as iptables_words};
 pub use nft::{
     BASE_CHAIN as NFT_BASE_CHAIN, CHAIN_PREFIX as NFT_CHAIN_PREFIX, Listed, MAP as NFT_MAP,
     Nftables, OLD_CHAIN_PREFIX as NFT_OLD_CHAIN_PREFIX, REFERENCE_TABLE as NFT_REFERENCE_TABLE,

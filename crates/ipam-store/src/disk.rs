@@ -164,6 +164,22 @@ impl DiskStore {
         }
     }
 
+    /// Opens `<data_dir>/<network>` only if a plugin made it (the directory and its lock
+    /// file exist); `Ok(None)` otherwise. Creates nothing: for tools that only look.
+    pub fn open_existing(data_dir: &Path, network: &str) -> Result<Option<Self>, StoreError> {
+        let dir = data_dir.join(network);
+        if !dir.join(LOCK_FILE).is_file() {
+            return Ok(None);
+        }
+        let lock = FileLock::open(&dir.join(LOCK_FILE))?;
+        Ok(Some(DiskStore {
+            dir,
+            lock,
+            unsynced: AtomicBool::new(false),
+            named_temps: false,
+        }))
+    }
+
     /// The network's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -256,6 +272,31 @@ impl LockedStore<'_> {
     /// Hands a prepared reservation file to the next [`Store::reserve`] of its attachment.
     pub fn stage(&mut self, prepared: Option<Prepared>) {
         self.staged = prepared;
+    }
+
+    /// Every reservation, read without changing anything: no temp-file sweep, no owner
+    /// index written (for tools that only look, such as rcni-doctor). Unreadable files have
+    /// an empty content, as in [`Store::list`].
+    pub fn peek(&self) -> Result<Vec<Entry>, StoreError> {
+        let dir = &self.store.dir;
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(store_err("read", dir))? {
+            let entry = entry.map_err(store_err("read", dir))?;
+            let Some(ip) = entry.file_name().to_str().and_then(address) else {
+                continue;
+            };
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(true) {
+                continue;
+            }
+            let content = match read_content(&entry.path()) {
+                Content::Gone => continue,
+                Content::Text(t) => t,
+                Content::Unreadable => String::new(),
+            };
+            out.push(Entry { ip, content });
+        }
+        out.sort_by_key(|e| e.ip);
+        Ok(out)
     }
 
     /// Reservation files opened in this session.
@@ -739,6 +780,46 @@ mod tests {
                 "lock"
             ]
         );
+    }
+
+    #[test]
+    fn peek_changes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = DiskStore::open(tmp.path(), "n").expect("open");
+        let dir = store.dir().to_owned();
+        fs::write(dir.join("10.0.0.5"), "c1\r\neth0").expect("write");
+        fs::write(dir.join("10.0.0.6"), "").expect("write");
+        fs::write(dir.join(format!("{LEGACY_TMP_PREFIX}10.0.0.7-1")), "x").expect("write");
+        let before = names(&dir);
+        let entries = store.lock().expect("lock").peek().expect("peek");
+        assert_eq!(
+            entries,
+            [
+                Entry {
+                    ip: ip("10.0.0.5"),
+                    content: "c1\r\neth0".into()
+                },
+                Entry {
+                    ip: ip("10.0.0.6"),
+                    content: String::new()
+                }
+            ]
+        );
+        assert_eq!(names(&dir), before, "peek changed the store");
+    }
+
+    #[test]
+    fn open_existing_creates_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(
+            DiskStore::open_existing(tmp.path(), "n")
+                .expect("open")
+                .is_none()
+        );
+        assert!(!tmp.path().join("n").exists());
+        DiskStore::open(tmp.path(), "n").expect("open");
+        let s = DiskStore::open_existing(tmp.path(), "n").expect("open");
+        assert_eq!(s.expect("made by open").dir(), tmp.path().join("n"));
     }
 
     #[test]

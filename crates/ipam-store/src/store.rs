@@ -1,7 +1,7 @@
 //! The storage interface the allocator uses, the reservation file format,
 //! and an in-memory implementation for tests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::error::StoreError;
@@ -30,6 +30,22 @@ pub enum Owner {
     /// Empty or unreadable content (e.g. a plugin killed between creating
     /// and writing the file): taken, but owned by nobody known.
     Unknown,
+}
+
+impl Owner {
+    /// Whether an attachment of `valid` (containerID, ifname) owns this reservation: that
+    /// exact attachment for the current format, any interface of the container for files
+    /// holding only a container ID, nobody for an unknown owner. This is what GC keeps.
+    pub fn is_owned_by(&self, valid: &HashSet<(&str, &str)>) -> bool {
+        match self {
+            Owner::Attachment {
+                container_id,
+                ifname,
+            } => valid.contains(&(container_id.as_str(), ifname.as_str())),
+            Owner::Container(cid) => valid.iter().any(|(c, _)| c == cid),
+            Owner::Unknown => false,
+        }
+    }
 }
 
 /// One reservation file.
@@ -200,6 +216,20 @@ mod tests {
         assert_eq!(e("c1").owner(), Owner::Container("c1".into()));
         assert_eq!(e("").owner(), Owner::Unknown);
         assert_eq!(e("a b").owner(), Owner::Unknown);
+    }
+
+    #[test]
+    fn owned_by() {
+        let valid: HashSet<(&str, &str)> = [("c1", "eth0")].into_iter().collect();
+        let e = |c: &str| Entry {
+            ip: ip("10.0.0.2"),
+            content: c.into(),
+        };
+        assert!(e("c1\r\neth0").owner().is_owned_by(&valid));
+        assert!(!e("c1\r\neth1").owner().is_owned_by(&valid));
+        assert!(e("c1").owner().is_owned_by(&valid));
+        assert!(!e("c2").owner().is_owned_by(&valid));
+        assert!(!e("").owner().is_owned_by(&valid));
     }
 
     #[test]

@@ -1,28 +1,43 @@
 // rcni-libcni: a small cnitool built on Debian's libcni (golang-github-appc-cni-dev, v1.1.x).
 //
 // It drives a network config (a .conflist, or a single-plugin .conf that libcni wraps into a
-// list) through libcni exactly as a runtime does: result caching in -cache, prevResult chaining,
+// list) through libcni exactly as a runtime does: result caching, prevResult chaining,
 // result version conversion, CHECK from the cached result, DEL from the cached config.
+//
+// Two command lines:
+//
+//   - cnitool's: `rcni-libcni add|check|del|gc|status NETWORK NETNS`, the network loaded by name
+//     from NETCONFPATH (default /etc/cni/net.d), plugins from CNI_PATH, CAP_ARGS (JSON
+//     capability args), CNI_ARGS, CNI_IFNAME (default eth0); the container ID is CNI_CONTAINERID
+//     or, as cnitool makes it, "cnitool-" + the first 10 bytes of sha512(netns path) in hex.
+//     Beyond cnitool: CNI_CACHE_DIR (libcni's cache, default /var/lib/cni). `add` prints the
+//     result, failures print the error and exit 1, as cnitool.
+//   - the runtime suite's: `rcni-libcni [flags] add|check|del|cached|validate|status|gc|version`
+//     with -conf FILE and the rest as flags; output JSON on stdout.
 //
 // libcni v1.1.x predates CNI 1.1.0, so STATUS and GC are done here the way libcni v1.2 does
 // them: each plugin of the list gets the list's name and cniVersion injected (GC also gets
-// "cni.dev/valid-attachments") and is executed through libcni's invoke package.
-//
-// Usage: rcni-libcni [flags] add|check|del|cached|validate|status|gc|version
-// Output: JSON on stdout; failures: message on stderr, exit 1.
+// "cni.dev/valid-attachments") and is executed through libcni's invoke package. cnitool's `gc`
+// passes no valid attachments, so, as libcni v1.2's GCNetworkList, it DELs every cached
+// attachment of the network, then (cniVersion 1.1.0+) runs the plugins' GC; STATUS is skipped
+// below 1.1.0.
 package main
 
 import (
 	"context"
+	"crypto/sha512"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 func fail(format string, a ...interface{}) {
@@ -99,8 +114,21 @@ func main() {
 	plugin := flag.String("plugin", "", "version: plugin type to ask")
 	portMappings := flag.String("portmap", "", "capability portMappings, as JSON (kubelet's hostPorts)")
 	flag.Parse()
+	if flag.NArg() == 3 && cnitoolCommands[flag.Arg(0)] {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["ifname"] {
+			*ifname = ""
+		}
+		if !set["path"] {
+			*binPath = os.Getenv("CNI_PATH")
+		}
+		cnitool(flag.Arg(0), flag.Arg(1), flag.Arg(2), *binPath, *cacheDir, *ifname, *valid)
+		return
+	}
 	if flag.NArg() != 1 {
-		fail("usage: rcni-libcni [flags] add|check|del|cached|validate|status|gc|version")
+		fail("usage: rcni-libcni add|check|del|gc|status NETWORK NETNS (cnitool's)\n" +
+			"       rcni-libcni [flags] add|check|del|cached|validate|status|gc|version")
 	}
 	cmd := flag.Arg(0)
 	paths := strings.Split(*binPath, ":")
@@ -179,30 +207,184 @@ func main() {
 	case "status", "gc":
 		extra := map[string]interface{}{}
 		if cmd == "gc" {
-			atts := []map[string]string{}
-			if *valid != "" {
-				for _, a := range strings.Split(*valid, ",") {
-					p := strings.SplitN(a, "/", 2)
-					if len(p) != 2 {
-						fail("bad -valid entry %q", a)
-					}
-					atts = append(atts, map[string]string{"containerID": p[0], "ifname": p[1]})
-				}
+			atts := parseValid(*valid)
+			if atts == nil {
+				atts = []map[string]string{}
 			}
 			extra["cni.dev/valid-attachments"] = atts
 		}
-		for _, p := range list.Plugins {
-			pluginPath, err := invoke.FindInPath(p.Network.Type, paths)
-			if err != nil {
-				fail("%s: %v", strings.ToUpper(cmd), err)
-			}
-			args := &invoke.Args{Command: strings.ToUpper(cmd), Path: *binPath}
-			if err := invoke.ExecPluginWithoutResult(ctx, pluginPath, pluginConf(list, p, extra), args, nil); err != nil {
-				fail("%s %s: %v", strings.ToUpper(cmd), p.Network.Type, err)
-			}
+		if err := eachPlugin(ctx, list, paths, strings.ToUpper(cmd), extra); err != nil {
+			fail("%v", err)
 		}
 		printJSON(map[string]string{cmd: "ok"})
 	default:
 		fail("unknown command %q", cmd)
 	}
+}
+
+// eachPlugin runs STATUS or GC on every plugin of the list (libcni v1.2 GetStatusNetworkList /
+// GCNetworkList's second half): name and cniVersion injected, plus `extra`.
+func eachPlugin(ctx context.Context, list *libcni.NetworkConfigList, paths []string, cmd string, extra map[string]interface{}) error {
+	for _, p := range list.Plugins {
+		pluginPath, err := invoke.FindInPath(p.Network.Type, paths)
+		if err != nil {
+			return fmt.Errorf("%s: %v", cmd, err)
+		}
+		args := &invoke.Args{Command: cmd, Path: strings.Join(paths, string(os.PathListSeparator))}
+		if err := invoke.ExecPluginWithoutResult(ctx, pluginPath, pluginConf(list, p, extra), args, nil); err != nil {
+			return fmt.Errorf("%s %s: %v", cmd, p.Network.Type, err)
+		}
+	}
+	return nil
+}
+
+// parseValid reads -valid (id/ifname,id/ifname); nil when not given.
+func parseValid(valid string) []map[string]string {
+	if valid == "" {
+		return nil
+	}
+	atts := []map[string]string{}
+	for _, a := range strings.Split(valid, ",") {
+		p := strings.SplitN(a, "/", 2)
+		if len(p) != 2 {
+			fail("bad -valid entry %q", a)
+		}
+		atts = append(atts, map[string]string{"containerID": p[0], "ifname": p[1]})
+	}
+	return atts
+}
+
+var cnitoolCommands = map[string]bool{"add": true, "check": true, "del": true, "gc": true, "status": true}
+
+// exit ends as cnitool does: the error on stderr and status 1, else 0.
+func exit(err error) {
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// cnitool runs `cmd NETWORK NETNS` with cnitool's environment (see the file comment).
+func cnitool(cmd, name, netns, binPath, cacheDir, ifname, valid string) {
+	netdir := os.Getenv("NETCONFPATH")
+	if netdir == "" {
+		netdir = "/etc/cni/net.d"
+	}
+	list, err := libcni.LoadConfList(netdir, name)
+	if err != nil {
+		exit(err)
+	}
+	var capArgs map[string]interface{}
+	if v := os.Getenv("CAP_ARGS"); v != "" {
+		if err := json.Unmarshal([]byte(v), &capArgs); err != nil {
+			exit(err)
+		}
+	}
+	var cniArgs [][2]string
+	if v := os.Getenv("CNI_ARGS"); v != "" {
+		for _, pair := range strings.Split(v, ";") {
+			kv := strings.Split(pair, "=")
+			if len(kv) != 2 || kv[0] == "" || kv[1] == "" {
+				exit(fmt.Errorf("invalid CNI_ARGS pair %q", pair))
+			}
+			cniArgs = append(cniArgs, [2]string{kv[0], kv[1]})
+		}
+	}
+	if ifname == "" {
+		ifname = os.Getenv("CNI_IFNAME")
+	}
+	if ifname == "" {
+		ifname = "eth0"
+	}
+	netns, err = filepath.Abs(netns)
+	if err != nil {
+		exit(err)
+	}
+	id := os.Getenv("CNI_CONTAINERID")
+	if id == "" {
+		sum := sha512.Sum512([]byte(netns))
+		id = fmt.Sprintf("cnitool-%x", sum[:10])
+	}
+	if cacheDir == "" {
+		cacheDir = os.Getenv("CNI_CACHE_DIR")
+	}
+	paths := filepath.SplitList(binPath)
+	cninet := libcni.NewCNIConfigWithCacheDir(paths, cacheDir, nil)
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: netns, IfName: ifname, Args: cniArgs, CapabilityArgs: capArgs}
+	ctx := context.Background()
+	switch cmd {
+	case "add":
+		result, err := cninet.AddNetworkList(ctx, list, rt)
+		if result != nil {
+			_ = result.Print()
+		}
+		exit(err)
+	case "check":
+		exit(cninet.CheckNetworkList(ctx, list, rt))
+	case "del":
+		exit(cninet.DelNetworkList(ctx, list, rt))
+	case "status":
+		if ok, _ := version.GreaterThanOrEqualTo(list.CNIVersion, "1.1.0"); !ok {
+			exit(nil)
+		}
+		exit(eachPlugin(ctx, list, paths, "STATUS", nil))
+	case "gc":
+		if cacheDir == "" {
+			cacheDir = libcni.CacheDir
+		}
+		exit(gc(ctx, cninet, list, paths, cacheDir, parseValid(valid)))
+	}
+}
+
+// gc is libcni v1.2's GCNetworkList: DEL every cached attachment of the network that is not
+// valid, then (1.1.0+) the plugins' GC with the valid attachments (none given: no key).
+func gc(ctx context.Context, cninet *libcni.CNIConfig, list *libcni.NetworkConfigList, paths []string, cacheDir string, valid []map[string]string) error {
+	isValid := map[[2]string]bool{}
+	for _, a := range valid {
+		isValid[[2]string{a["containerID"], a["ifname"]}] = true
+	}
+	var errs []error
+	files, _ := filepath.Glob(filepath.Join(cacheDir, "results", "*"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var c struct {
+			ContainerID string      `json:"containerId"`
+			IfName      string      `json:"ifName"`
+			NetworkName string      `json:"networkName"`
+			NetNS       string      `json:"netns"`
+			CniArgs     [][2]string `json:"cniArgs"`
+		}
+		if json.Unmarshal(data, &c) != nil || c.NetworkName != list.Name {
+			continue
+		}
+		if isValid[[2]string{c.ContainerID, c.IfName}] {
+			continue
+		}
+		rt := &libcni.RuntimeConf{ContainerID: c.ContainerID, IfName: c.IfName, NetNS: c.NetNS, Args: c.CniArgs}
+		if err := cninet.DelNetworkList(ctx, list, rt); err != nil {
+			errs = append(errs, fmt.Errorf("failed to delete stale attachment %s %s: %w", c.ContainerID, c.IfName, err))
+		}
+	}
+	if ok, _ := version.GreaterThanOrEqualTo(list.CNIVersion, "1.1.0"); ok {
+		extra := map[string]interface{}{}
+		if valid != nil {
+			extra["cni.dev/valid-attachments"] = valid
+		}
+		if err := eachPlugin(ctx, list, paths, "GC", extra); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// errors.Join is Go 1.20; Debian 12 has 1.19.
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "\n"))
 }

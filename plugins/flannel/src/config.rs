@@ -14,10 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::error::FlannelError;
 
-/// Where flanneld writes its lease (`flannel-cni: flannel.go defaultSubnetFile`).
-pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
-/// Where the rendered delegate configs are kept between ADD and DEL (`defaultDataDir`).
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
+pub use flannel_state::{DEFAULT_DATA_DIR, DEFAULT_SUBNET_FILE};
 
 /// The keys flannel reads; everything else in the config is ignored, as in Go.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::FlannelConf;
 use crate::error::FlannelError;
-use crate::subnet_env::SubnetEnv;
+use flannel_state::subnet_env::SubnetEnv;
 
 /// The delegate plugin used when `delegate.type` is absent.
 pub const DEFAULT_TYPE: &str = "bridge";

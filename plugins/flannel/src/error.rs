@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use cni::{CniError, code};
 
-use crate::subnet_env::SubnetEnvError;
+use flannel_state::subnet_env::SubnetEnvError;
 
 /// Everything that can fail inside the flannel plugin itself.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,6 @@ mod delegate;
 mod error;
 mod plugin;
 mod store;
-mod subnet_env;
 
 fn main() {
     cni::init_logging("flannel");

@@ -22,7 +22,7 @@ use crate::config::FlannelConf;
 use crate::delegate;
 use crate::error::FlannelError;
 use crate::store::Store;
-use crate::subnet_env::SubnetEnv;
+use flannel_state::subnet_env::SubnetEnv;
 
 /// GC input keys forwarded verbatim to the delegate (libcni sets both, cni#1101).
 const GC_KEYS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];

@@ -141,25 +141,10 @@ impl Store {
     /// Container IDs that have a saved config (temp files excluded); empty when the
     /// directory does not exist.
     pub fn ids(&self) -> Result<Vec<String>, FlannelError> {
-        let list_err = |source| FlannelError::List {
+        flannel_state::saved_configs::ids(&self.dir).map_err(|source| FlannelError::List {
             path: self.dir.clone(),
             source,
-        };
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(list_err(e)),
-        };
-        let mut ids = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(list_err)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_file()) {
-                ids.push(name);
-            }
-        }
-        ids.sort();
-        Ok(ids)
+        })
     }
 }
 

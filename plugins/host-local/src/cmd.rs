@@ -167,18 +167,6 @@ fn status(args: &CmdArgs) -> Result<(), PluginError> {
     usable.map_err(|source| PluginError::Unavailable { dir, source })
 }
 
-/// Whether an attachment in `valid` owns a reservation of `owner`.
-fn is_live(owner: &Owner, valid: &HashSet<(&str, &str)>, containers: &HashSet<&str>) -> bool {
-    match owner {
-        Owner::Attachment {
-            container_id,
-            ifname,
-        } => valid.contains(&(container_id.as_str(), ifname.as_str())),
-        Owner::Container(cid) => containers.contains(cid.as_str()),
-        Owner::Unknown => false,
-    }
-}
-
 /// GC: remove temp files left by killed processes (always safe: a live writer's
 /// are locked), then release every reservation not owned by a valid attachment. `lock`,
 /// `last_reserved_ip.*` and the owner index stay. Without `cni.dev/valid-attachments`
@@ -198,12 +186,11 @@ fn gc(args: &CmdArgs) -> Result<(), PluginError> {
         .iter()
         .map(|a: &Attachment| (a.container_id.trim(), a.ifname.as_str()))
         .collect();
-    let containers: HashSet<&str> = valid.iter().map(|(c, _)| *c).collect();
     let stale: Vec<(IpAddr, Owner)> = locked
         .list()?
         .into_iter()
         .map(|e| (e.ip, e.owner()))
-        .filter(|(_, owner)| !is_live(owner, &valid, &containers))
+        .filter(|(_, owner)| !owner.is_owned_by(&valid))
         .collect();
     for (ip, owner) in stale {
         log::info!("GC: releasing {ip} ({owner:?})");

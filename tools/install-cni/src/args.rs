@@ -13,8 +13,16 @@ pub const DEFAULT_CONF_NAME: &str = "10-flannel.conflist";
 /// Where kube-flannel mounts its ConfigMap's `cni-conf.json`.
 pub const DEFAULT_CONF_FILE: &str = "/etc/kube-flannel/cni-conf.json";
 /// The binaries flannel needs on a node (flannel delegates to bridge, which calls host-local;
-/// runtimes call loopback for `lo`).
-pub const DEFAULT_PLUGINS: &[&str] = &["host-local", "loopback", "bridge", "flannel", "portmap"];
+/// runtimes call loopback for `lo`; kube-flannel chains portmap), and rcni-doctor, for the
+/// operator of that node.
+pub const DEFAULT_PLUGINS: &[&str] = &[
+    "host-local",
+    "loopback",
+    "bridge",
+    "flannel",
+    "portmap",
+    "rcni-doctor",
+];
 
 pub const USAGE: &str = "\
 usage: install-cni [options]
@@ -33,7 +41,8 @@ options (each also read from the environment variable shown; flags win):
   --bin-dir DIR     where to install them               [INSTALL_CNI_BIN_DIR]
                     (default: /opt/cni/bin)
   --plugins LIST    comma-separated binaries to install [INSTALL_CNI_PLUGINS]
-                    (default: host-local,loopback,bridge,flannel,portmap; \"\" = none)
+                    (default: host-local,loopback,bridge,flannel,portmap,
+                    rcni-doctor; \"\" = none)
   --conf-file FILE  the CNI config to install          [INSTALL_CNI_CONF_FILE]
                     (default: /etc/kube-flannel/cni-conf.json)
   --conf-dir DIR    where to install it                 [INSTALL_CNI_CONF_DIR]
@@ -217,7 +226,14 @@ mod tests {
         );
         assert_eq!(
             o.plugins,
-            ["host-local", "loopback", "bridge", "flannel", "portmap"]
+            [
+                "host-local",
+                "loopback",
+                "bridge",
+                "flannel",
+                "portmap",
+                "rcni-doctor"
+            ]
         );
         assert_eq!(o.src_dir, None);
         assert!(!o.sleep);

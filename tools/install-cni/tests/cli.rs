@@ -10,6 +10,16 @@ use std::process::{Command, Output, Stdio};
 
 const EXE: &str = env!("CARGO_BIN_EXE_install-cni");
 
+/// The default plugins, as a sorted directory listing shows them.
+const INSTALLED: [&str; 6] = [
+    "bridge",
+    "flannel",
+    "host-local",
+    "loopback",
+    "portmap",
+    "rcni-doctor",
+];
+
 const GOOD_CONF: &str = r#"{
   "name": "cbr0",
   "cniVersion": "0.3.1",
@@ -33,7 +43,7 @@ impl World {
         let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
         let src = tmp.path().join("src");
         fs::create_dir(&src).expect("mkdir");
-        for p in ["host-local", "loopback", "bridge", "flannel", "portmap"] {
+        for p in install_cni::args::DEFAULT_PLUGINS {
             fs::write(src.join(p), format!("#!/bin/sh\necho {p}\n")).expect("write");
         }
         let conf_file = tmp.path().join("cni-conf.json");
@@ -103,10 +113,7 @@ fn installs_binaries_and_config_then_is_idempotent() {
     let w = World::new();
     let out = w.run(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        entries(&w.bin),
-        ["bridge", "flannel", "host-local", "loopback", "portmap"]
-    );
+    assert_eq!(entries(&w.bin), INSTALLED);
     assert_eq!(entries(&w.conf), ["10-flannel.conflist"]);
     for p in ["bridge", "flannel", "host-local", "loopback", "portmap"] {
         assert_eq!(
@@ -120,7 +127,7 @@ fn installs_binaries_and_config_then_is_idempotent() {
     assert_eq!(mode(&conf), 0o644);
     assert_eq!(
         stderr(&out).matches("installed").count(),
-        6,
+        7,
         "{}",
         stderr(&out)
     );
@@ -133,7 +140,7 @@ fn installs_binaries_and_config_then_is_idempotent() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(
         stderr(&again).matches("up to date").count(),
-        6,
+        7,
         "{}",
         stderr(&again)
     );
@@ -166,10 +173,7 @@ fn changed_source_replaces_target_by_rename() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(
-        entries(&w.bin),
-        ["bridge", "flannel", "host-local", "loopback", "portmap"]
-    );
+    assert_eq!(entries(&w.bin), INSTALLED);
 }
 
 #[test]
@@ -304,10 +308,7 @@ fn default_source_dir_is_the_executables_directory() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        entries(&w.bin),
-        ["bridge", "flannel", "host-local", "loopback", "portmap"]
-    );
+    assert_eq!(entries(&w.bin), INSTALLED);
 }
 
 #[test]
@@ -357,7 +358,7 @@ fn sleep_then_signal(sig: &str) {
         .spawn()
         .expect("spawn");
     wait_for_sleep(&mut child);
-    assert_eq!(entries(&w.bin).len(), 5, "installed before sleeping");
+    assert_eq!(entries(&w.bin).len(), 6, "installed before sleeping");
     let kill = Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
         .status()

@@ -1,4 +1,5 @@
-//! Parsing of flanneld's `subnet.env` (`/run/flannel/subnet.env` by default).
+//! Parsing of flanneld's `subnet.env` (`/run/flannel/subnet.env` by default), for the flannel
+//! plugin (which builds its delegate config from it) and rcni-doctor (which checks it).
 //!
 //! flanneld writes it atomically once it holds a lease (`flannel: pkg/subnet/subnet.go
 //! WriteSubnetFile`):
@@ -211,6 +212,49 @@ impl SubnetEnv {
     }
 }
 
+impl SubnetEnv {
+    /// What does not add up in a file that parsed: a node subnet outside every cluster
+    /// network of its family (flanneld never writes that; a hand edit or a stale file does),
+    /// an MTU no link can have. One sentence per problem; empty when consistent.
+    pub fn inconsistencies(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let pairs = [
+            (key::SUBNET, self.subnet, key::NETWORK, &self.networks),
+            (
+                key::IPV6_SUBNET,
+                self.ipv6_subnet,
+                key::IPV6_NETWORK,
+                &self.ipv6_networks,
+            ),
+        ];
+        for (skey, subnet, nkey, networks) in pairs {
+            let Some(subnet) = subnet else { continue };
+            let inside = networks.iter().any(|n| {
+                n.is_ipv4() == subnet.is_ipv4()
+                    && n.prefix() <= subnet.prefix()
+                    && n.contains(subnet.network())
+            });
+            if !inside {
+                let nets: Vec<String> = networks.iter().map(ToString::to_string).collect();
+                out.push(if nets.is_empty() {
+                    format!("{skey}={subnet} but {nkey} is not set")
+                } else {
+                    format!("{skey}={subnet} is outside {nkey}={}", nets.join(","))
+                });
+            }
+        }
+        // 68 is IPv4's minimum MTU (RFC 791); the kernel refuses anything lower on a link.
+        if self.mtu < 68 {
+            out.push(format!(
+                "{}={} is below 68, the smallest MTU a link can have",
+                key::MTU,
+                self.mtu
+            ));
+        }
+        out
+    }
+}
+
 /// `a/b` → the network (host bits cleared), like Go's `net.ParseCIDR` second value.
 fn parse_network(s: &str) -> Result<IpNetwork, String> {
     if !s.contains('/') {
@@ -420,6 +464,35 @@ mod tests {
         .expect("valid ipv6-only");
         assert!(env.networks.is_empty());
         assert_eq!(env.subnet, None);
+    }
+
+    #[test]
+    fn inconsistencies() {
+        let ok = parse(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+        )
+        .expect("valid");
+        assert!(ok.inconsistencies().is_empty());
+        let bad = parse(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.5.5.1/24\nFLANNEL_MTU=0\nFLANNEL_IPMASQ=true\n\
+             FLANNEL_IPV6_SUBNET=fd00::1/64\n",
+        )
+        .expect("parses");
+        let problems = bad.inconsistencies();
+        assert_eq!(
+            problems,
+            [
+                "FLANNEL_SUBNET=10.5.5.0/24 is outside FLANNEL_NETWORK=10.244.0.0/16",
+                "FLANNEL_IPV6_SUBNET=fd00::/64 but FLANNEL_IPV6_NETWORK is not set",
+                "FLANNEL_MTU=0 is below 68, the smallest MTU a link can have",
+            ]
+        );
+        // A subnet wider than the network is outside it too.
+        let wide = parse(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.0.0.1/8\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+        )
+        .expect("parses");
+        assert_eq!(wide.inconsistencies().len(), 1);
     }
 
     #[test]
