@@ -1,11 +1,12 @@
 //! A network config or conflist, as a runtime hands it over: the shared keys (and every
-//! typed accessor), the conflist and the request configs a runtime derives from it, and the
-//! real plugins' config loaders (bridge, host-local). Never a panic; what parses survives a
+//! typed accessor), the config file loader and the request and GC configs a runtime derives
+//! from a list, and the real plugins' config loaders (bridge, host-local). Never a panic; what parses survives a
 //! serialize/parse round trip with nothing lost.
 #![no_main]
 
 use cni::args::CniArgs;
-use cni::config::{Bandwidth, ConfList, NetConf, PortMapping, RuntimeDns};
+use cni::config::{Attachment, Bandwidth, ConfList, NetConf, PortMapping, RuntimeDns};
+use cni::version::SpecVersion;
 use libfuzzer_sys::fuzz_target;
 
 fn netconf(data: &[u8]) {
@@ -28,24 +29,48 @@ fn netconf(data: &[u8]) {
     assert_eq!(again, conf, "round trip");
 }
 
+/// The config file loader (as a `.conflist`, and as a `.conf` that becomes a list of one):
+/// what it accepts has plugins that are objects with a string `type`; the request and GC
+/// configs a runtime derives carry the list's name and version (GC at least 1.1.0, with the
+/// attachments); a loaded list written out and loaded again is the same list.
 fn conflist(data: &[u8]) {
-    let Ok(list) = serde_json::from_slice::<ConfList>(data) else {
-        return;
-    };
-    let version = list.effective_version();
-    for i in 0..=list.plugins.len() {
-        let Some(p) = list.plugin_conf(i) else {
-            assert!(i == list.plugins.len() || !list.plugins[i].is_object());
+    for file in ["10-net.conflist", "10-net.conf"] {
+        let Ok(list) = ConfList::from_bytes(data, file) else {
             continue;
         };
-        assert_eq!(p["name"], list.name.as_str());
-        assert_eq!(p["cniVersion"], version.as_str());
-        assert!(p.get("capabilities").is_none());
-        netconf(&serde_json::to_vec(&p).expect("serialize"));
+        assert!(!list.plugins.is_empty());
+        assert_eq!(
+            list.plugin_types().len(),
+            list.plugins.len(),
+            "a plugin without a type"
+        );
+        let version = list.effective_version();
+        let valid = [Attachment {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        }];
+        for i in 0..list.plugins.len() {
+            let p = list.plugin_conf(i).expect("every plugin is an object");
+            assert_eq!(p["name"], list.name.as_str());
+            assert_eq!(p["cniVersion"], version.as_str());
+            assert!(p.get("capabilities").is_none());
+            netconf(&serde_json::to_vec(&p).expect("serialize"));
+            let gc = list.gc_conf(i, &valid).expect("GC config");
+            let gv = gc["cniVersion"].as_str().expect("GC version");
+            if let Ok(v) = SpecVersion::parse(gv) {
+                assert!(v >= SpecVersion::V1_1_0, "GC at {gv}");
+            }
+            let listed: Vec<Attachment> =
+                serde_json::from_value(gc[cni::config::VALID_ATTACHMENTS_KEY].clone())
+                    .expect("the attachments");
+            assert_eq!(listed, valid);
+        }
+        assert!(list.plugin_conf(list.plugins.len()).is_none());
+        let bytes = serde_json::to_vec(&list).expect("serialize");
+        let again = ConfList::from_bytes(&bytes, "10-net.conflist")
+            .unwrap_or_else(|e| panic!("a loaded list written out does not load: {e}"));
+        assert_eq!(again, list);
     }
-    let bytes = serde_json::to_vec(&list).expect("serialize");
-    let again: ConfList = serde_json::from_slice(&bytes).expect("our conflist parses");
-    assert_eq!(again, list);
 }
 
 fn loaders(data: &[u8]) {

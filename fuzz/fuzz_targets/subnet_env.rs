@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use flannel_state::subnet_env::SubnetEnv;
 use libfuzzer_sys::fuzz_target;
-use rcni_fuzz::subnet_env::SubnetEnv;
 
 fn join(nets: &[ipnetwork::IpNetwork]) -> String {
     nets.iter()
@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         Ok(env) => {
+            let _ = env.inconsistencies();
             assert!(
                 !env.networks.is_empty() || !env.ipv6_networks.is_empty(),
                 "parsed without any network: {env:?} from {text:?}"

@@ -3,12 +3,6 @@
 
 use std::collections::BTreeMap;
 
-/// flanneld's `subnet.env` parser, compiled from the flannel plugin's source (the plugin is
-/// a binary crate).
-#[path = "../../plugins/flannel/src/subnet_env.rs"]
-#[allow(dead_code)]
-pub mod subnet_env;
-
 /// One plugin invocation: the `CNI_*` variables a runtime sets (absent ones are unset).
 #[derive(Debug, Clone, Default)]
 pub struct Invocation {
