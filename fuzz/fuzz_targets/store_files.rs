@@ -252,13 +252,26 @@ fn forge(dir: &Path, lines: &[IndexLine]) {
                 inode,
             } => {
                 let Some(name) = name.file() else { continue };
-                let owner = match owner {
+                let mut owner = match owner {
                     Owner::Of(c) => format!("{:016x}", fuzz_owner_hash(&c.seen())),
                     Owner::Unreadable => "-".repeat(16),
                     Owner::Hash(h) => format!("{h:016x}"),
                 };
-                let ino = match std::fs::symlink_metadata(dir.join(&name)) {
-                    Ok(m) if *real_inode => m.ino(),
+                let path = dir.join(&name);
+                let ino = match std::fs::symlink_metadata(&path) {
+                    Ok(m) if *real_inode => {
+                        // Under the file's own inode the index tells its true owner: only a
+                        // rewrite in place (same inode), which neither plugin does, could make
+                        // it lie, and the store does not re-read such a file (it would read
+                        // every file on every lookup).
+                        let bytes = std::fs::read(&path).unwrap_or_default();
+                        owner = if bytes.len() > 4096 {
+                            "-".repeat(16)
+                        } else {
+                            format!("{:016x}", fuzz_owner_hash(&seen(&bytes)))
+                        };
+                        m.ino()
+                    }
                     _ => *inode,
                 };
                 body.extend_from_slice(format!("{owner} {ino} {name}\n").as_bytes());
