@@ -401,8 +401,12 @@ impl Soak {
                 }
                 (None, None) => {}
             }
-            // The kill point itself, not a wait for readiness.
-            std::thread::sleep(Duration::from_micros(300));
+            // The kill point itself, not a wait for readiness. host-local and the tools live
+            // a millisecond or two: look often enough to catch them.
+            std::thread::sleep(Duration::from_micros(match target {
+                Target::Flannel | Target::Bridge => 300,
+                Target::HostLocal | Target::Tool => 50,
+            }));
         }
     }
 
