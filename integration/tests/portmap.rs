@@ -743,3 +743,178 @@ fn differential_against_the_reference_portmap() {
     assert!(w.client().tcp(&format!("{NODE4}:8080")).is_err());
     assert!(w.client().tcp(&format!("{NODE4}:9080")).is_err());
 }
+
+/// A `PATH` whose first `nft` is a tripwire: it records that it ran and fails. The plugin
+/// looks tools up on `PATH` first, so any `nft` process would be this one.
+struct Tripwire {
+    dir: tempfile::TempDir,
+}
+
+impl Tripwire {
+    fn new() -> Tripwire {
+        let dir = temp_dir();
+        let nft = dir.path().join("nft");
+        std::fs::write(
+            &nft,
+            format!(
+                "#!/bin/sh\necho \"nft $*\" >> {}\nexit 1\n",
+                dir.path().join("ran").display()
+            ),
+        )
+        .expect("write the tripwire");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&nft, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Tripwire { dir }
+    }
+
+    fn path(&self) -> String {
+        format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.dir.path().display()
+        )
+    }
+
+    fn assert_not_run(&self, what: &str) {
+        let ran = std::fs::read_to_string(self.dir.path().join("ran")).unwrap_or_default();
+        assert!(ran.is_empty(), "{what}: nft was run: {ran}");
+    }
+}
+
+/// The nftables backend speaks netlink: ADD, CHECK, DEL and GC work, with traffic, where
+/// every `nft` on `PATH` would fail.
+#[test]
+fn the_nftables_backend_runs_no_nft_process() {
+    let w = World::new();
+    let trip = Tripwire::new();
+    let (a, _sa) = w.pod("nonft");
+    let (k, _sk) = w.pod("later");
+    let ma = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                    {"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]);
+    let mk = json!([{"hostPort": 9090, "containerPort": 80, "protocol": "tcp", "hostIP": NODE4}]);
+    let run = |cmd: &str, pod: &Pod, m: &Value| {
+        w.call(
+            bin("portmap"),
+            cmd,
+            pod,
+            w.portmap_conf("nftables", pod, m.clone()),
+        )
+        .env("PATH", &trip.path())
+        .run()
+    };
+    run("ADD", &a, &ma).expect_ok();
+    run("ADD", &k, &mk).expect_ok();
+    trip.assert_not_run("ADD");
+    let client = w.client();
+    assert_eq!(
+        ok(client.tcp(&format!("{NODE4}:8080")), "tcp"),
+        format!("nonft {CLIENT4}")
+    );
+    assert_eq!(
+        ok(client.udp(&format!("[{NODE6}]:5353"), 0), "udp6"),
+        format!("nonft {CLIENT6}")
+    );
+    assert_eq!(
+        ok(client.tcp(&format!("{NODE4}:9090")), "hostIP"),
+        format!("later {CLIENT4}")
+    );
+    run("CHECK", &a, &ma).expect_ok();
+    run("CHECK", &k, &mk).expect_ok();
+    trip.assert_not_run("CHECK");
+    run("DEL", &a, &ma).expect_ok();
+    trip.assert_not_run("DEL");
+    assert!(client.tcp(&format!("{NODE4}:8080")).is_err());
+    assert!(client.tcp(&format!("{NODE4}:9090")).is_ok());
+    let gc = json!({"cniVersion": "1.1.0", "name": NET, "type": "portmap", "backend": "nftables",
+                    "cni.dev/valid-attachments": []});
+    Call::new(bin("portmap"), "GC", gc)
+        .in_node(&w.node)
+        .env("PATH", &trip.path())
+        .run()
+        .expect_ok();
+    trip.assert_not_run("GC");
+    assert!(client.tcp(&format!("{NODE4}:9090")).is_err());
+    w.assert_no_mapping_rules("after DEL and GC");
+}
+
+/// The nftables backend on the old-kernel paths (`RCNI_TEST_KERNEL_FALLBACKS=1`): no
+/// extended ACKs, no strict checking, dumps without kernel-side filters.
+#[test]
+fn the_nftables_backend_on_the_old_kernel_paths() {
+    let w = World::new();
+    let (a, _sa) = w.pod("oldk");
+    let m = mappings();
+    let run = |cmd: &str| {
+        w.call(
+            bin("portmap"),
+            cmd,
+            &a,
+            w.portmap_conf("nftables", &a, m.clone()),
+        )
+        .env("RCNI_TEST_KERNEL_FALLBACKS", "1")
+        .env("CNI_LOG_LEVEL", "debug")
+        .run()
+    };
+    let add = run("ADD");
+    assert!(add.stderr.contains("old-kernel path"), "{add:?}");
+    add.expect_ok();
+    let client = w.client();
+    assert_eq!(
+        ok(client.tcp(&format!("{NODE4}:8080")), "tcp"),
+        format!("oldk {CLIENT4}")
+    );
+    assert_eq!(
+        ok(client.tcp(&format!("[{NODE6}]:8082")), "v6 hostIP"),
+        format!("oldk {CLIENT6}")
+    );
+    assert_eq!(
+        ok(w.node_client().tcp("127.0.0.1:8080"), "localhost"),
+        format!("oldk {GATEWAY4}")
+    );
+    let check = run("CHECK");
+    assert!(
+        check.stderr.contains("nf_tables dumps without filters"),
+        "{check:?}"
+    );
+    check.expect_ok();
+    run("DEL").expect_ok();
+    assert!(client.tcp(&format!("{NODE4}:8080")).is_err());
+    w.assert_no_mapping_rules("DEL on the old-kernel path");
+}
+
+/// nft conditions in the nftables backend, with traffic: a client excluded by its address
+/// gets no forwarding, the node still does. Conditions the backend cannot express are a
+/// config error, before anything is installed.
+#[test]
+fn nft_conditions_select_the_traffic_that_is_forwarded() {
+    let w = World::new();
+    let (a, _sa) = w.pod("cond");
+    let m = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let mut conf = w.portmap_conf("", &a, m.clone());
+    conf["conditionsV4"] = json!(["ip", "saddr", "!=", CLIENT4]);
+    let mut bad = conf.clone();
+    bad["conditionsV6"] = json!(["tcp", "dport", "1"]);
+    let e = w.call(bin("portmap"), "ADD", &a, bad).run().expect_err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .is_some_and(|s| s.contains("conditionsV6: unsupported nftables condition")),
+        "{e}"
+    );
+    w.assert_no_mapping_rules("refused conditions");
+    // nft syntax selects the nftables backend.
+    w.call(bin("portmap"), "ADD", &a, conf.clone())
+        .run()
+        .expect_ok();
+    assert!(w.node.nft_ruleset().contains("rcni_hostport"));
+    assert!(w.client().tcp(&format!("{NODE4}:8080")).is_err());
+    assert!(w.client().tcp(&format!("[{NODE6}]:8080")).is_ok());
+    assert_eq!(
+        ok(w.node_client().tcp(&format!("{NODE4}:8080")), "node"),
+        format!("cond {NODE4}")
+    );
+    w.call(bin("portmap"), "CHECK", &a, conf.clone())
+        .run()
+        .expect_ok();
+    w.call(bin("portmap"), "DEL", &a, conf).run().expect_ok();
+    w.assert_no_mapping_rules("DEL");
+}

@@ -19,6 +19,10 @@ pub enum Error {
     )]
     InvalidSpoofCheckId(String),
 
+    /// A port-mapping condition (`conditionsV4/V6`) the nftables backend cannot express.
+    #[error("{0}")]
+    InvalidCondition(String),
+
     /// The tool is neither on `PATH` nor in `/usr/sbin` or `/sbin`.
     #[error("{tool} not found in PATH, /usr/sbin or /sbin")]
     ToolNotFound {

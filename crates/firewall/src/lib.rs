@@ -190,7 +190,7 @@ pub fn teardown_all_with<R: Runner>(
 }
 
 /// Whether a legacy (x_tables) nat table exists for the family; `None` when unknown.
-fn legacy_nat<R: Runner>(runner: &R, v6: bool) -> Option<bool> {
+pub(crate) fn legacy_nat<R: Runner>(runner: &R, v6: bool) -> Option<bool> {
     let name = if v6 {
         "ip6_tables_names"
     } else {

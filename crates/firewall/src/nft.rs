@@ -200,6 +200,17 @@ impl Session {
         self.nl.is_some()
     }
 
+    /// Runs `f` on the socket of a session shared behind a mutex (a backend's).
+    pub(crate) fn with_locked<T>(
+        session: &Mutex<Session>,
+        f: impl FnOnce(&mut NfNetlink) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut s = session
+            .lock()
+            .map_err(|_| Error::netlink("nftables", netlink::Error::Protocol("poisoned".into())))?;
+        f(s.nl()?)
+    }
+
     pub(crate) fn nl(&mut self) -> Result<&mut NfNetlink, Error> {
         if self.nl.is_none() {
             self.nl =
@@ -621,11 +632,7 @@ impl Nftables {
     }
 
     fn with_nl<T>(&self, f: impl FnOnce(&mut NfNetlink) -> Result<T, Error>) -> Result<T, Error> {
-        let mut s = self
-            .session
-            .lock()
-            .map_err(|_| Error::netlink("nftables", netlink::Error::Protocol("poisoned".into())))?;
-        f(s.nl()?)
+        Session::with_locked(&self.session, f)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Running the firewall tools (`nft`, `iptables`, `iptables-restore`, ...).
+//! Running the firewall tools (`iptables`, `iptables-restore`, ...; nf_tables itself is
+//! spoken over netlink, see [`crate::nftables`]).
 //!
 //! Backends talk to a [`Runner`] so that unit tests can record the exact transactions
 //! (see the fake in this module's tests helpers) and real tests can run the tools elsewhere.

@@ -69,18 +69,25 @@ pub struct PortmapConf {
     pub mappings: Vec<PortMapping>,
 }
 
-/// What the tools on this node allow, for the default backend.
+/// What this node offers, for the default backend.
 pub trait Tools {
     /// Whether `tool` can be run.
     fn has(&self, tool: &str) -> bool;
+    /// Whether the kernel lets an unset `backend` be nftables (see
+    /// [`firewall::portmap::NFTABLES_DEFAULT_MIN_KERNEL`]).
+    fn nftables_kernel(&self) -> bool;
 }
 
-/// The real lookup (PATH, then /usr/sbin, /sbin, ...).
+/// The real lookup (PATH, then /usr/sbin, /sbin, ...) and the running kernel.
 pub struct SystemTools;
 
 impl Tools for SystemTools {
     fn has(&self, tool: &str) -> bool {
         firewall::SystemRunner::find(tool).is_some()
+    }
+
+    fn nftables_kernel(&self) -> bool {
+        firewall::portmap::kernel_supports_nftables()
     }
 }
 
@@ -226,10 +233,12 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-/// The reference's `validateBackend`: an explicit `backend`, else iptables unless only nft
-/// is usable; options of the other backend are an error. One difference, which the
-/// reference's documentation promises but its code does not do: without `backend`, options
-/// that only the nftables backend understands (nft-syntax conditions) select nftables.
+/// The reference's `validateBackend`: an explicit `backend`, else iptables unless iptables
+/// is not installed (the reference: "and nft is usable"; ours needs no `nft`, only a kernel
+/// where our nat chains coexist with an iptables nat table, Linux 4.18: an older one stays on
+/// iptables); options of the other backend are an error. One difference, which the reference's documentation promises but its code does
+/// not do: without `backend`, options that only the nftables backend understands
+/// (nft-syntax conditions) select nftables.
 fn select_backend(raw: &RawConf, tools: &dyn Tools) -> Result<Backend> {
     let mut specific: Vec<(Backend, &str)> = Vec::new();
     if raw.external_set_mark_chain.is_some() {
@@ -249,7 +258,7 @@ fn select_backend(raw: &RawConf, tools: &dyn Tools) -> Result<Backend> {
         Some(other) => return Err(Error::Config(format!("unrecognized backend {other:?}"))),
         None => {
             let wants = |b| specific.iter().any(|(s, _)| *s == b);
-            let only_nft_usable = !tools.has("iptables") && tools.has("nft");
+            let only_nft_usable = !tools.has("iptables") && tools.nftables_kernel();
             if !wants(Backend::Iptables) && (wants(Backend::Nftables) || only_nft_usable) {
                 Backend::Nftables
             } else {
@@ -278,23 +287,23 @@ fn select_backend(raw: &RawConf, tools: &dyn Tools) -> Result<Backend> {
     Ok(backend)
 }
 
-/// Conditions are spliced into an `iptables-restore` line or an nft script: a line break
-/// (or, for nft, a `;` or `#`) would end our rule and start another.
+/// iptables conditions are spliced into an `iptables-restore` line: a line break would end
+/// our rule and start another. The nftables backend reads its conditions into expressions:
+/// what it cannot express is refused here, before anything is installed.
 fn conditions(key: &str, c: Option<&[String]>, backend: Backend) -> Result<Vec<String>> {
     let c = c.unwrap_or_default();
-    let bad: &[char] = match backend {
-        Backend::Iptables => &['\n', '\r'],
-        Backend::Nftables => &['\n', '\r', ';', '#'],
-    };
-    if let Some(w) = c.iter().find(|w| w.contains(bad)) {
-        return Err(Error::Config(format!(
-            "{key}: {w:?} may not contain line breaks{}",
-            if backend == Backend::Nftables {
-                ", ';' or '#'"
-            } else {
-                ""
+    match backend {
+        Backend::Iptables => {
+            if let Some(w) = c.iter().find(|w| w.contains(['\n', '\r'])) {
+                return Err(Error::Config(format!(
+                    "{key}: {w:?} may not contain line breaks"
+                )));
             }
-        )));
+        }
+        Backend::Nftables => {
+            firewall::portmap::conditions::parse(c, key == "conditionsV6")
+                .map_err(|e| Error::Config(format!("{key}: {e}")))?;
+        }
     }
     Ok(c.iter().filter(|w| !w.is_empty()).cloned().collect())
 }
@@ -339,13 +348,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    struct Only(&'static [&'static str]);
+    /// The tools installed, and whether the kernel has `fib`.
+    struct Only(&'static [&'static str], bool);
     impl Tools for Only {
         fn has(&self, tool: &str) -> bool {
             self.0.contains(&tool)
         }
+        fn nftables_kernel(&self) -> bool {
+            self.1
+        }
     }
-    const ALL: Only = Only(&["iptables", "nft"]);
+    const ALL: Only = Only(&["iptables", "nft"], true);
 
     fn load(v: serde_json::Value) -> Result<PortmapConf> {
         PortmapConf::load_with(&serde_json::to_vec(&v).unwrap(), &ALL)
@@ -406,14 +419,24 @@ mod tests {
     }
 
     #[test]
-    fn default_backend_follows_the_tools() {
+    fn default_backend_follows_the_tools_and_the_kernel() {
         let v = serde_json::to_vec(&json!({"name": "n"})).unwrap();
-        let b = |tools: &'static [&'static str]| {
-            PortmapConf::load_with(&v, &Only(tools)).unwrap().backend
+        let b = |tools: &'static [&'static str], fib: bool| {
+            PortmapConf::load_with(&v, &Only(tools, fib))
+                .unwrap()
+                .backend
         };
-        assert_eq!(b(&["iptables", "nft"]), Backend::Iptables);
-        assert_eq!(b(&["nft"]), Backend::Nftables);
-        assert_eq!(b(&[]), Backend::Iptables);
+        assert_eq!(b(&["iptables", "nft"], true), Backend::Iptables);
+        // The nftables backend needs no `nft` binary, only the kernel.
+        assert_eq!(b(&["nft"], true), Backend::Nftables);
+        assert_eq!(b(&[], true), Backend::Nftables);
+        // Before Linux 4.18 (and so before 4.10, without `fib`) a node stays on iptables.
+        assert_eq!(b(&["nft"], false), Backend::Iptables);
+        assert_eq!(b(&[], false), Backend::Iptables);
+        // Asked for, nftables it is (the ADD then fails with the kernel's answer).
+        let v = serde_json::to_vec(&json!({"name": "n", "backend": "nftables"})).unwrap();
+        let c = PortmapConf::load_with(&v, &Only(&["iptables"], false)).unwrap();
+        assert_eq!(c.backend, Backend::Nftables);
     }
 
     #[test]
@@ -442,10 +465,27 @@ mod tests {
             err(json!({"name": "n", "conditionsV4": ["-d", "1.2.3.4\n-A INPUT -j DROP"]})).0,
             7
         );
-        assert_eq!(
-            err(json!({"name": "n", "conditionsV4": ["ip", "daddr", "1.2.3.4;", "flush", "ruleset"]})).0,
-            7
+        // nft conditions are read into expressions: what the backend cannot express is a
+        // config error, naming the key and the words.
+        let (code, msg) = err(
+            json!({"name": "n", "conditionsV4": ["ip", "daddr", "1.2.3.4;", "flush", "ruleset"]}),
         );
+        assert_eq!(code, 7);
+        assert!(
+            msg.starts_with("conditionsV4: unsupported nftables condition \"ip daddr 1.2.3.4;"),
+            "{msg}"
+        );
+        let (code, msg) = err(json!({"name": "n", "conditionsV6": ["tcp", "dport", "80"]}));
+        assert_eq!(code, 7);
+        assert!(msg.contains("supported: "), "{msg}");
+        let (code, msg) = err(json!({"name": "n", "conditionsV6": ["ip", "daddr", "1.2.3.4"]}));
+        assert_eq!(code, 7);
+        assert!(msg.contains("conditionsV6 apply to the ip6 table"), "{msg}");
+        let c = load(
+            json!({"name": "n", "conditionsV6": ["ip6 saddr != fd00::/8", "iifname", "\"eth0\""]}),
+        )
+        .unwrap();
+        assert_eq!(c.backend, Backend::Nftables);
         // Empty lists and empty first words say nothing about the backend.
         let c = load(json!({"name": "n", "conditionsV4": [], "conditionsV6": [""]})).unwrap();
         assert_eq!(c.backend, Backend::Iptables);

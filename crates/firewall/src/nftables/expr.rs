@@ -345,7 +345,10 @@ pub struct Cmp {
 }
 
 /// `bitwise`: `dreg = (sreg & mask) ^ xor` over `len` bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Equality (and hashing) treats an absent `op` as [`Bitwise::BOOL`], the kernel's default:
+/// kernels since 5.6 dump the attribute whether it was sent or not.
+#[derive(Debug, Clone)]
 pub struct Bitwise {
     /// Input register.
     pub sreg: Reg,
@@ -357,6 +360,87 @@ pub struct Bitwise {
     pub mask: Vec<u8>,
     /// XOR value (`len` bytes).
     pub xor: Vec<u8>,
+    /// `NFTA_BITWISE_OP`: nft sends [`Bitwise::BOOL`] for `and`/`or`/`xor` statements
+    /// (`meta mark set meta mark or 0x10`) and nothing for prefix and flag matches. Kernels
+    /// before 5.6 do not know the attribute and ignore it (it is their only operation).
+    pub op: Option<u32>,
+}
+
+impl Bitwise {
+    /// `NFT_BITWISE_BOOL` (mask and xor; newer kernels call it `MASK_XOR`).
+    pub const BOOL: u32 = 0;
+
+    /// `dreg = (sreg & mask) ^ xor` on register 1, with the operation sent as nft does
+    /// for `and`/`or` expressions.
+    pub fn mask_xor(mask: Vec<u8>, xor: Vec<u8>) -> Self {
+        Self {
+            sreg: Reg::R1,
+            dreg: Reg::R1,
+            len: mask.len() as u32,
+            mask,
+            xor,
+            op: Some(Self::BOOL),
+        }
+    }
+
+    fn key(&self) -> (Reg, Reg, u32, &[u8], &[u8], u32) {
+        (
+            self.sreg,
+            self.dreg,
+            self.len,
+            &self.mask,
+            &self.xor,
+            self.op.unwrap_or(Self::BOOL),
+        )
+    }
+}
+
+impl PartialEq for Bitwise {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Bitwise {}
+
+impl std::hash::Hash for Bitwise {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+/// `fib` flags and results (`NFTA_FIB_F_*`, `NFT_FIB_RESULT_*`).
+pub mod fib {
+    /// Look up the source address.
+    pub const F_SADDR: u32 = 1;
+    /// Look up the destination address.
+    pub const F_DADDR: u32 = 2;
+    /// Use the packet mark.
+    pub const F_MARK: u32 = 4;
+    /// Restrict to the input interface.
+    pub const F_IIF: u32 = 8;
+    /// Restrict to the output interface.
+    pub const F_OIF: u32 = 16;
+    /// The output interface index.
+    pub const RESULT_OIF: u32 = 1;
+    /// The output interface name.
+    pub const RESULT_OIFNAME: u32 = 2;
+    /// The address type (`RTN_*`: 1 unicast, 2 local, 3 broadcast, ...).
+    pub const RESULT_ADDRTYPE: u32 = 3;
+    /// `RTN_LOCAL`: an address of this host.
+    pub const RTN_LOCAL: u32 = 2;
+}
+
+/// `fib`: a routing (FIB) lookup of the packet's address (Linux 4.10), e.g. `fib daddr
+/// type` (is the destination one of this host's addresses?).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fib {
+    /// What to look up ([`fib`]`::F_*`).
+    pub flags: u32,
+    /// What to load ([`fib`]`::RESULT_*`).
+    pub result: u32,
+    /// Destination register.
+    pub dreg: Reg,
 }
 
 /// `lookup`: look a register up in a set (the rule stops when absent, or when present with
@@ -427,7 +511,11 @@ pub enum NatType {
 }
 
 /// `nat`: SNAT/DNAT to the address (and port) held in registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Equality (and hashing) is the kernel's view: an absent `addr_max`/`proto_max` is the
+/// min register, and the `MAP_IPS`/`PROTO_SPECIFIED` flags follow from the registers
+/// given (the kernel fills both in and dumps them).
+#[derive(Debug, Clone, Copy)]
 pub struct Nat {
     /// snat or dnat.
     pub kind: NatType,
@@ -443,6 +531,43 @@ pub struct Nat {
     pub proto_max: Option<Reg>,
     /// `NF_NAT_RANGE_*` flags ([`nat_flags`]); 0 to send none.
     pub flags: u32,
+}
+
+impl Nat {
+    fn key(&self) -> (NatType, u32, [Option<Reg>; 4], u32) {
+        let mut flags = self.flags;
+        if self.addr_min.is_some() {
+            flags |= nat_flags::MAP_IPS;
+        }
+        if self.proto_min.is_some() {
+            flags |= nat_flags::PROTO_SPECIFIED;
+        }
+        (
+            self.kind,
+            self.family,
+            [
+                self.addr_min,
+                self.addr_max.or(self.addr_min),
+                self.proto_min,
+                self.proto_max.or(self.proto_min),
+            ],
+            flags,
+        )
+    }
+}
+
+impl PartialEq for Nat {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Nat {}
+
+impl std::hash::Hash for Nat {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
 }
 
 /// `masq`: masquerade (SNAT to the outgoing interface's address).
@@ -480,6 +605,8 @@ pub enum Expr {
     Cmp(Cmp),
     /// `bitwise`.
     Bitwise(Bitwise),
+    /// `fib`.
+    Fib(Fib),
     /// `lookup`.
     Lookup(Lookup),
     /// `immediate`.
@@ -526,6 +653,7 @@ impl Expr {
             Expr::Ct(_) => "ct",
             Expr::Cmp(_) => "cmp",
             Expr::Bitwise(_) => "bitwise",
+            Expr::Fib(_) => "fib",
             Expr::Lookup(_) => "lookup",
             Expr::Immediate(_) => "immediate",
             Expr::Nat(_) => "nat",
@@ -579,9 +707,16 @@ impl Expr {
                 Data::Value(c.data.clone()).write(d, 3);
             }
             Expr::Bitwise(b) => {
-                d.u32(1, b.sreg.0).u32(2, b.dreg.0).u32(3, b.len);
+                d.u32(1, b.sreg.0).u32(2, b.dreg.0);
+                if let Some(op) = b.op {
+                    d.u32(6, op);
+                }
+                d.u32(3, b.len);
                 Data::Value(b.mask.clone()).write(d, 4);
                 Data::Value(b.xor.clone()).write(d, 5);
+            }
+            Expr::Fib(f) => {
+                d.u32(3, f.flags).u32(2, f.result).u32(1, f.dreg.0);
             }
             Expr::Lookup(l) => {
                 d.u32(2, l.sreg.0);
@@ -684,6 +819,12 @@ impl Expr {
                 len: u(3)?,
                 mask: value(4)?,
                 xor: value(5)?,
+                op: u(6),
+            }),
+            "fib" => Expr::Fib(Fib {
+                flags: u(3)?,
+                result: u(2)?,
+                dreg: reg(d, 1)?,
             }),
             "lookup" => Expr::Lookup(Lookup {
                 set: attr::find_str(d, 1)?,
@@ -791,6 +932,23 @@ impl std::fmt::Display for Expr {
                 hex(&b.mask),
                 hex(&b.xor)
             ),
+            Expr::Fib(x) => {
+                let what = |bit: u32, name| if x.flags & bit != 0 { name } else { "" };
+                let result = match x.result {
+                    fib::RESULT_OIF => "oif",
+                    fib::RESULT_OIFNAME => "oifname",
+                    fib::RESULT_ADDRTYPE => "type",
+                    _ => "?",
+                };
+                write!(
+                    f,
+                    "[ fib {}{}{} {result} => reg {} ]",
+                    what(fib::F_SADDR, "saddr"),
+                    what(fib::F_DADDR, "daddr"),
+                    what(fib::F_MARK, " . mark"),
+                    x.dreg.0
+                )
+            }
             Expr::Lookup(l) => write!(
                 f,
                 "[ lookup reg {} set {} dreg {}{} ]",

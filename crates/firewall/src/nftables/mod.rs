@@ -31,9 +31,10 @@
 //! EOPNOTSUPP: not in this kernel).
 //!
 //! Scope: what CNI plugins need — tables, base and regular chains, rules with payload,
-//! meta, ct, cmp, bitwise, lookup, immediate (verdicts and constants), nat, masq, redir and
-//! counter expressions, sets and maps (verdict or value) and their elements. Anything else
-//! decodes as [`Expr::Other`] and is written back unchanged.
+//! meta, ct, cmp, bitwise, fib, lookup, immediate (verdicts and constants), nat, masq, redir
+//! and counter expressions, sets and maps (verdict or value, keys of one type or
+//! concatenations) and their elements. Anything else decodes as [`Expr::Other`] and is
+//! written back unchanged.
 
 mod attr;
 mod batch;
@@ -44,13 +45,15 @@ mod object;
 
 pub use batch::Batch;
 pub use expr::{
-    Bitwise, Cmp, CmpOp, Ct, CtKey, Data, Expr, Immediate, Lookup, Masq, Meta, MetaKey, Nat,
-    NatType, Payload, PayloadBase, Redir, Reg, Verdict, nat_flags,
+    Bitwise, Cmp, CmpOp, Ct, CtKey, Data, Expr, Fib, Immediate, Lookup, Masq, Meta, MetaKey, Nat,
+    NatType, Payload, PayloadBase, Redir, Reg, Verdict, fib, nat_flags,
 };
 pub use object::{
-    BaseChain, ByteOrder, Chain, ChainType, DataType, Elem, Family, Rule, Set, SetRef, Table, hook,
-    priority, set_flags,
+    BaseChain, ByteOrder, Chain, ChainType, DataType, Elem, Family, Rule, Set, SetRef, Table,
+    concat_key, hook, priority, set_flags,
 };
 
+#[cfg(test)]
+pub(crate) mod fixture;
 #[cfg(test)]
 mod tests;

@@ -66,7 +66,13 @@ const ELEM_DATA: u16 = 2;
 const UDATA_RULE_COMMENT: u8 = 0;
 const UDATA_SET_KEYBYTEORDER: u8 = 0;
 const UDATA_SET_DATABYTEORDER: u8 = 1;
+const UDATA_SET_KEY_TYPEOF: u8 = 3;
 const UDATA_SET_DATA_INTERVAL: u8 = 6;
+/// Inside `UDATA_SET_KEY_TYPEOF`: the expression kind, and its own data.
+const UDATA_TYPEOF_EXPR: u8 = 0;
+const UDATA_TYPEOF_DATA: u8 = 1;
+/// nft's `EXPR_CONCAT`.
+const EXPR_CONCAT: u32 = 13;
 
 /// Address family of a table (`NFPROTO_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -365,6 +371,8 @@ fn comment_of_udata(mut ud: &[u8]) -> Option<String> {
 /// Byte order of a set's key or data, as `nft` records it for display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ByteOrder {
+    /// A concatenation (each part has its own; nft records 0, "invalid").
+    Mixed = 0,
     /// Host order (marks, interface indexes).
     Host = 1,
     /// Network order (addresses, ports).
@@ -401,6 +409,12 @@ impl DataType {
         len: 6,
         order: ByteOrder::Network,
     };
+    /// `inet_proto` (an IP protocol number, one byte).
+    pub const INET_PROTO: DataType = DataType {
+        id: 12,
+        len: 1,
+        order: ByteOrder::Network,
+    };
     /// `inet_service` (a port).
     pub const INET_SERVICE: DataType = DataType {
         id: 13,
@@ -419,6 +433,33 @@ impl DataType {
         len: 0,
         order: ByteOrder::Host,
     };
+
+    /// The concatenation `a . b . ...` (e.g. `ipv4_addr . inet_proto . inet_service`), as
+    /// nft types it: the ids folded 6 bits apart, each part taking a multiple of 4 bytes
+    /// (a 32-bit register each). Keys of such a set are built with [`concat_key`].
+    pub fn concat(parts: &[DataType]) -> DataType {
+        DataType {
+            id: parts
+                .iter()
+                .fold(0, |id, p| (id << CONCAT_TYPE_BITS) | p.id),
+            len: parts.iter().map(|p| p.len.div_ceil(4) * 4).sum(),
+            order: ByteOrder::Mixed,
+        }
+    }
+}
+
+/// Bits per part in a concatenation's type id (nft's `TYPE_BITS`).
+const CONCAT_TYPE_BITS: u32 = 6;
+
+/// A key (or lookup value) of a concatenated type ([`DataType::concat`]): each part in
+/// the order the kernel compares it, zero-padded to a multiple of 4 bytes.
+pub fn concat_key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for p in parts {
+        key.extend_from_slice(p);
+        key.resize(key.len() + p.len().next_multiple_of(4) - p.len(), 0);
+    }
+    key
 }
 
 /// Set flags (`NFT_SET_*`).
@@ -494,7 +535,17 @@ impl Set {
                 d.order as u32
             };
             tlv(UDATA_SET_DATABYTEORDER, order);
-            tlv(UDATA_SET_DATA_INTERVAL, 0);
+        }
+        if self.key.order == ByteOrder::Mixed {
+            // A concatenation: the "typeof" nest nft 1.0 writes for it (the expression
+            // kind, `EXPR_CONCAT`, and an empty description of its parts).
+            ud.extend_from_slice(&[UDATA_SET_KEY_TYPEOF, 8, UDATA_TYPEOF_EXPR, 4]);
+            ud.extend_from_slice(&EXPR_CONCAT.to_ne_bytes());
+            ud.extend_from_slice(&[UDATA_TYPEOF_DATA, 0]);
+        }
+        if self.data.is_some() {
+            ud.extend_from_slice(&[UDATA_SET_DATA_INTERVAL, 4]);
+            ud.extend_from_slice(&0u32.to_ne_bytes());
         }
         w.bytes(SET_USERDATA, &ud);
         message(msg::NEWSET, self.family, NLM_F_CREATE, w)

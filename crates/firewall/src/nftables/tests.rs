@@ -2,102 +2,10 @@
 //! messages `nft -f` sent for it (captured with `testdata/capture.py`); the same objects
 //! built with this module must produce the same messages, attribute for attribute.
 
-use super::matches::{self, Dir};
+use super::fixture::assert_same;
+use super::matches::{self, Dir, Field};
 use super::*;
 use ipnetwork::IpNetwork;
-use netlink::nfnetlink::NfMessage;
-
-/// One captured message: type name, flags, family, attributes.
-#[derive(Debug, PartialEq, Eq)]
-struct Captured {
-    kind: String,
-    flags: u16,
-    family: u8,
-    attrs: String,
-}
-
-fn fixture(text: &str) -> Vec<Captured> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let parts: Vec<&str> = l.split_whitespace().collect();
-            let field = |p: &str| {
-                parts
-                    .iter()
-                    .find_map(|x| x.strip_prefix(p))
-                    .expect("fixture field")
-            };
-            Captured {
-                kind: parts[0].to_string(),
-                flags: u16::from_str_radix(field("flags=0x"), 16).expect("flags"),
-                family: field("family=").parse().expect("family"),
-                attrs: field("attrs=").to_string(),
-            }
-        })
-        .collect()
-}
-
-fn kind_name(k: u8) -> &'static str {
-    match k {
-        0 => "NEWTABLE",
-        2 => "DELTABLE",
-        3 => "NEWCHAIN",
-        5 => "DELCHAIN",
-        6 => "NEWRULE",
-        8 => "DELRULE",
-        9 => "NEWSET",
-        12 => "NEWSETELEM",
-        14 => "DELSETELEM",
-        _ => "?",
-    }
-}
-
-fn ours(m: &NfMessage) -> Captured {
-    // The flags on the wire: NLM_F_REQUEST is added by the socket layer.
-    Captured {
-        kind: kind_name(m.kind).to_string(),
-        flags: m.flags | 1,
-        family: m.family,
-        attrs: m.attrs.iter().map(|b| format!("{b:02x}")).collect(),
-    }
-}
-
-/// Splits hex attributes into top-level TLVs, for a readable failure message.
-fn tlvs(hex: &str) -> Vec<String> {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
-        .collect();
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while rest.len() >= 4 {
-        let len = (u16::from_ne_bytes([rest[0], rest[1]]) as usize).max(4);
-        let take = ((len + 3) & !3).min(rest.len());
-        out.push(rest[..take].iter().map(|b| format!("{b:02x}")).collect());
-        rest = &rest[take..];
-    }
-    out
-}
-
-fn assert_same(batch: &Batch, fixture_text: &str) {
-    let expected = fixture(fixture_text);
-    let got: Vec<Captured> = batch.messages().into_iter().map(ours).collect();
-    assert_eq!(got.len(), expected.len(), "{:#?}", batch.descriptions());
-    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(
-            (&g.kind, g.flags, g.family),
-            (&e.kind, e.flags, e.family),
-            "message {i} ({})",
-            batch.describe(i).unwrap_or_default()
-        );
-        assert_eq!(
-            tlvs(&g.attrs),
-            tlvs(&e.attrs),
-            "message {i} ({}): attributes differ from nft's",
-            batch.describe(i).unwrap_or_default()
-        );
-    }
-}
 
 fn net(s: &str) -> IpNetwork {
     s.parse().expect("network")
@@ -362,6 +270,7 @@ fn general_expressions_and_deletions_match_nft() {
                 len: 4,
                 mask: 6u32.to_ne_bytes().to_vec(),
                 xor: vec![0; 4],
+                op: None,
             }),
             Expr::Cmp(Cmp {
                 sreg: Reg::R1,
@@ -463,4 +372,142 @@ fn refused_messages_say_what_and_why() {
     let e = crate::error::meaning(libc::EEXIST, "add element ip t m { 10.0.0.1 : jump x }");
     assert!(e.is_some_and(|m| m.contains("another value")));
     assert!(crate::error::meaning(libc::EPERM, "x").is_some_and(|m| m.contains("CAP_NET_ADMIN")));
+}
+
+#[test]
+fn interface_names_and_concatenated_sets_match_nft() {
+    let t = Table::new(Family::Ip, "t");
+    let c = Chain::regular(&t, "c");
+    let pair = DataType::concat(&[DataType::IPV4_ADDR, DataType::IPV4_ADDR]);
+    assert_eq!((pair.id, pair.len), ((7 << 6) | 7, 8));
+    let accept = |mut e: Vec<Expr>| {
+        e.push(matches::verdict(Verdict::Accept));
+        Rule::new(&c, e, None)
+    };
+    let mut b = Batch::new();
+    b.add_table(&t)
+        .add_chain(&c)
+        .add_set(&Set::new(&t, "s2", pair, None))
+        .add_rule(&accept(matches::ifname(Dir::Dst, "eth0", CmpOp::Eq)))
+        .add_rule(&accept(matches::ifname(Dir::Dst, "br-*", CmpOp::Neq)));
+    let mut e = matches::addr(Family::Ip, Dir::Dst, &net("10.1.2.3/32"), CmpOp::Eq);
+    e.extend(matches::iifname("lo"));
+    b.add_rule(&accept(e))
+        .add_rule(&accept(matches::concat_lookup(
+            Family::Ip,
+            &[
+                Field::Addr {
+                    dir: Dir::Src,
+                    v6: false,
+                },
+                Field::Addr {
+                    dir: Dir::Dst,
+                    v6: false,
+                },
+            ],
+            "s2",
+            None,
+        )));
+    b.add_elements(
+        &SetRef::new(&t, "s2"),
+        &[Elem {
+            key: concat_key(&[&[10, 0, 0, 1], &[10, 0, 0, 2]]),
+            data: None,
+        }],
+    );
+    assert_same(&b, include_str!("testdata/matches.txt"));
+}
+
+#[test]
+fn concatenations_are_laid_out_as_nft_does() {
+    // Each part takes whole 32-bit registers; a part starting a 16-byte register is named
+    // by it (reg 1, reg 2), others by their 32-bit number (reg 9 = NFT_REG32_01).
+    let regs = |fam, fields: &[Field]| -> Vec<u32> {
+        matches::concat_lookup(fam, fields, "m", Some(Reg::VERDICT))
+            .iter()
+            .filter_map(|e| match e {
+                Expr::Payload(p) => p.dreg,
+                Expr::Meta(m) => m.dreg,
+                _ => None,
+            })
+            .map(|r| r.0)
+            .collect()
+    };
+    let key = |v6| {
+        [
+            Field::Addr { dir: Dir::Dst, v6 },
+            Field::L4Proto,
+            Field::Port(Dir::Dst),
+        ]
+    };
+    assert_eq!(regs(Family::Ip, &key(false)), [1, 9, 10]);
+    assert_eq!(regs(Family::Ip6, &key(true)), [1, 2, 13]);
+    assert_eq!(
+        regs(Family::Ip, &[Field::L4Proto, Field::Port(Dir::Dst)]),
+        [1, 9]
+    );
+    // In an inet table the address part brings nft's nfproto guard.
+    let inet = matches::concat_lookup(Family::Inet, &key(true), "m", None);
+    assert!(matches!(
+        inet[0],
+        Expr::Meta(Meta {
+            key: MetaKey::NfProto,
+            ..
+        })
+    ));
+    assert_eq!(
+        concat_key(&[&[192, 168, 1, 5], &[6], &8443u16.to_be_bytes()]),
+        [192, 168, 1, 5, 6, 0, 0, 0, 0x20, 0xfb, 0, 0]
+    );
+    let t = DataType::concat(&[
+        DataType::IPV6_ADDR,
+        DataType::INET_PROTO,
+        DataType::INET_SERVICE,
+    ]);
+    assert_eq!(
+        (t.id, t.len, t.order),
+        ((8 << 12) | (12 << 6) | 13, 24, ByteOrder::Mixed)
+    );
+}
+
+#[test]
+fn new_expressions_decode_to_what_was_encoded() {
+    let t = Table::new(Family::Ip6, "t");
+    let c = Chain::regular(&t, "c");
+    let mut exprs = matches::fib_daddr_local();
+    exprs.extend(matches::mark_set_or(0x2000));
+    exprs.extend(matches::mark_all(0x4000));
+    exprs.extend(matches::dnat("fd00::5".parse().expect("ip"), 80));
+    let rule = Rule::new(&c, exprs, None);
+    let mut b = Batch::new();
+    b.add_rule(&rule);
+    let m = b.messages()[0].clone();
+    let reply = netlink::nfnetlink::NfReply {
+        subsys: m.subsys,
+        kind: m.kind,
+        family: m.family,
+        attrs: m.attrs,
+    };
+    assert_eq!(Rule::parse(&reply).expect("decodes"), rule);
+    assert_eq!(rule.exprs[0].to_string(), "[ fib daddr type => reg 1 ]");
+    // What the kernel answers for `op` or the nat registers and flags it fills in is the
+    // same expression.
+    let Expr::Bitwise(mut bw) = rule.exprs[3].clone() else {
+        panic!("bitwise expected: {}", rule.exprs[3]);
+    };
+    let sent = bw.clone();
+    bw.op = None;
+    assert_eq!(bw, sent);
+    bw.op = Some(1);
+    assert_ne!(bw, sent);
+    let Expr::Nat(mut nat) = rule.exprs[rule.exprs.len() - 1] else {
+        panic!("nat expected");
+    };
+    let sent = nat;
+    nat.addr_max = nat.addr_min;
+    nat.proto_max = nat.proto_min;
+    nat.flags |= nat_flags::MAP_IPS;
+    assert_eq!(nat, sent);
+    nat.proto_min = Some(Reg::R3);
+    assert_ne!(nat, sent);
 }

@@ -58,7 +58,9 @@ const MULTIPORT_MAX: usize = 15;
 /// Attempts of an ADD whose restore lost a race with a concurrent ADD (`-N` of a shared chain).
 const ATTEMPTS: usize = 3;
 /// Serializes the ADDs that create shared chains (`flock`, as the reference's xtables lock;
-/// not that file: the iptables children take it themselves).
+/// not that file: the iptables children take it themselves). One for the whole machine, not
+/// per network namespace, on purpose: only the slow path takes it, a node keeps its mappings in
+/// one namespace, and iptables-legacy's xtables lock is machine-wide too (see the README).
 pub const LOCK_FILE: &str = "/run/rcni-portmap.lock";
 
 /// Tools of one address family.

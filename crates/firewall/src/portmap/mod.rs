@@ -12,18 +12,19 @@
 //!   `CNI-HOSTPORT-MASQ`), with the reference's chain names and rule text, so that the Go
 //!   plugin and ours delete each other's rules. One listing and one `iptables-restore` per
 //!   family and call.
-//! * [`Nftables`]: tables `ip rcni_hostport` / `ip6 rcni_hostport`. Lookups go through verdict
-//!   maps keyed by (protocol, port) and (address, protocol, port), whose elements jump to one
-//!   regular chain per attachment; the base chains are fixed. One `nft -f -` per call.
+//! * [`Nftables`]: tables `ip rcni_hostport` / `ip6 rcni_hostport`, spoken over netlink (no
+//!   process). Lookups go through verdict maps keyed by (protocol, port) and (address,
+//!   protocol, port), whose elements jump to one regular chain per attachment; the base
+//!   chains are fixed. One transaction per call.
 //!
 //! DEL and GC run both backends ([`teardown_all`], [`gc_all`]) and also remove the rules of
 //! the Go plugin's nftables backend (tables `ip/ip6 cni_hostport`, on DEL), so a node that
 //! switches backend or implementation is cleaned either way. [`list_all`] tells which
 //! attachments have port-mapping rules (for `rcni-doctor`).
 
+pub mod conditions;
 mod iptables;
 mod nft;
-pub mod nft_ops;
 
 use std::net::IpAddr;
 
@@ -32,7 +33,8 @@ use ipnetwork::IpNetwork;
 pub use iptables::{DNAT_CHAIN, Iptables, LOCK_FILE, MASQ_CHAIN, SETMARK_CHAIN};
 pub use nft::{Nftables, REFERENCE_TABLE as NFT_REFERENCE_TABLE, TABLE as NFT_TABLE};
 
-use crate::runner::{Runner, SystemRunner, run_ok};
+use crate::nft::Session;
+use crate::runner::{Runner, SystemRunner};
 use crate::{Attachment, Backend, Error};
 
 /// The reference's default mark bit ("Kubernetes uses 14 and 15, Calico uses 20-31").
@@ -137,7 +139,8 @@ pub struct Options {
     pub masq_all: bool,
     /// How to mark for masquerade.
     pub mark: MarkMasq,
-    /// Extra matches for IPv4 mappings (`conditionsV4`), in the backend's syntax.
+    /// Extra matches for IPv4 mappings (`conditionsV4`), in the backend's syntax: words of
+    /// an iptables rule, or nft matches of the forms [`conditions`] reads.
     pub conditions_v4: Vec<String>,
     /// Extra matches for IPv6 mappings (`conditionsV6`).
     pub conditions_v6: Vec<String>,
@@ -235,53 +238,43 @@ pub trait PortMapper {
     fn list(&self) -> Result<Vec<Listed>, Error>;
 }
 
-/// The backend `b`, spawning tools in the calling thread's network namespace.
+/// The backend `b`, in the calling thread's network namespace.
 pub fn mapper(b: Backend) -> Box<dyn PortMapper> {
     match b {
         Backend::Iptables => Box::new(Iptables::new(SystemRunner::new()).with_lock(LOCK_FILE)),
-        Backend::Nftables => Box::new(Nftables::new(SystemRunner::new())),
+        Backend::Nftables => Box::new(Nftables::new()),
     }
 }
 
-/// Which tables exist, from one `nft -j list tables` (None: unknown, assume they may).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Probe {
-    tables: Option<Vec<(String, String)>>,
+/// The oldest kernel the nftables backend runs on: `fib daddr type local` (Linux 4.10).
+pub const NFTABLES_MIN_KERNEL: (u32, u32) = (4, 10);
+
+/// The oldest kernel on which an unset `backend` may become nftables: since Linux 4.18 the
+/// nat core runs every nat chain, ours and iptables' nat table, in priority order. Before,
+/// whichever hooked first gave a new connection its nat binding (a null one when none of its
+/// rules matched), so our DNAT could be skipped on a node whose iptables nat table is in use
+/// (kube-proxy brings its own iptables, installed on the node or not).
+pub const NFTABLES_DEFAULT_MIN_KERNEL: (u32, u32) = (4, 18);
+
+/// Whether an unset `backend` may be nftables on this kernel
+/// ([`NFTABLES_DEFAULT_MIN_KERNEL`]); false when the release cannot be read, and when the
+/// old-kernel test switch (`RCNI_TEST_KERNEL_FALLBACKS=1`) is set.
+pub fn kernel_supports_nftables() -> bool {
+    !netlink::compat::fallbacks_forced()
+        && kernel_release().is_some_and(|release| release >= NFTABLES_DEFAULT_MIN_KERNEL)
 }
 
-impl Probe {
-    fn run<R: Runner>(runner: &R) -> Probe {
-        if !runner.has("nft") {
-            return Probe::default();
-        }
-        let tables = run_ok(runner, "nft", &["-j", "list", "tables"], None)
-            .and_then(|out| nft_ops::parse_tables(&out));
-        match tables {
-            Ok(t) => Probe { tables: Some(t) },
-            Err(e) => {
-                log::debug!("cannot list nft tables: {e}");
-                Probe::default()
-            }
-        }
-    }
+/// (major, minor) of the running kernel (`uname -r`).
+fn kernel_release() -> Option<(u32, u32)> {
+    parse_release(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
+}
 
-    /// Whether table `family name` may exist.
-    pub(crate) fn may_have(&self, family: &str, name: &str) -> bool {
-        self.tables
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|(f, n)| f == family && n == name))
-    }
-
-    /// Whether the table is known to exist.
-    pub(crate) fn has(&self, family: &str, name: &str) -> bool {
-        self.tables
-            .as_ref()
-            .is_some_and(|t| t.iter().any(|(f, n)| f == family && n == name))
-    }
-
-    fn known(&self) -> bool {
-        self.tables.is_some()
-    }
+/// `6.18.44-foo` → (6, 18).
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// DEL: remove `att`'s port mappings from both backends, ours and the Go plugin's.
@@ -289,37 +282,39 @@ pub fn teardown_all(att: &Attachment) -> Result<(), Error> {
     teardown_all_with(&SystemRunner::new(), att)
 }
 
-/// [`teardown_all`] with an explicit runner.
+/// [`teardown_all`] with an explicit runner for the iptables tools.
 ///
-/// One `nft -j list tables` (when `nft` exists) tells which tables can hold something: our
-/// nft tables, the Go plugin's `cni_hostport` tables and the iptables-nft `nat` tables;
-/// `/proc/net/ip{,6}_tables_names` tells about legacy iptables. Only those are looked at.
+/// One netlink dump of the tables tells which exist: ours, the Go plugin's `cni_hostport`
+/// and iptables-nft's `nat` tables. Everything found there goes in one transaction,
+/// iptables-nft's chains and rules included (found by name and by their jump, deleted by
+/// handle): no process. Only a legacy (x_tables) nat table
+/// (`/proc/thread-self/net/ip{,6}_tables_names`), or a namespace where that cannot be told,
+/// is listed with `iptables` and cleaned with `iptables-restore`.
 pub fn teardown_all_with<R: Runner>(runner: &R, att: &Attachment) -> Result<(), Error> {
-    let probe = Probe::run(runner);
-    let nft_result = if probe.known() {
-        Nftables::new(runner).teardown_in(att, &probe)
-    } else if runner.has("nft") {
-        Nftables::new(runner).teardown(att)
-    } else {
-        Ok(())
-    };
-    let ipt = Iptables::new(runner).teardown_where(att, |v6| may_have_nat(runner, &probe, v6));
-    collect_ignoring_missing_tools(vec![nft_result, ipt])
-}
-
-/// Whether the `nat` table of family `v6` may exist (iptables-nft or legacy).
-fn may_have_nat<R: Runner>(runner: &R, probe: &Probe, v6: bool) -> bool {
-    let family = if v6 { "ip6" } else { "ip" };
-    let in_nft = probe.known().then(|| probe.has(family, "nat"));
-    let legacy = runner
-        .proc_net(if v6 {
-            "ip6_tables_names"
-        } else {
-            "ip_tables_names"
-        })
-        .map(|names| names.lines().any(|l| l.trim() == "nat"));
-    // Skip only when both sources are known and both say no.
-    !matches!((in_nft, legacy), (Some(false), Some(false)))
+    let mut session = Session::new();
+    let mut errors = Vec::new();
+    // Per family (v4, v6): may a legacy nat table hold something of this attachment?
+    let mut legacy = [true; 2];
+    match session
+        .nl()
+        .and_then(|nl| Ok((nft::Present::read(nl)?, nl)))
+    {
+        Ok((present, nl)) => {
+            for (slot, v6) in legacy.iter_mut().zip([false, true]) {
+                *slot = crate::legacy_nat(runner, v6) != Some(false);
+            }
+            if let Err(e) = nft::teardown_in(nl, att, &present, &present.nat_families()) {
+                errors.push(e);
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    if legacy.contains(&true)
+        && let Err(e) = Iptables::new(runner).teardown_where(att, |v6| legacy[usize::from(v6)])
+    {
+        errors.push(e);
+    }
+    collect_ignoring_missing_tools(errors.into_iter().map(Err).collect())
 }
 
 /// GC: [`PortMapper::gc`] in both backends.
@@ -334,7 +329,7 @@ pub fn gc_all_with<R: Runner>(
     valid: &[Attachment],
 ) -> Result<(), Error> {
     collect_ignoring_missing_tools(vec![
-        Nftables::new(runner).gc(network, valid),
+        Nftables::new().gc(network, valid),
         Iptables::new(runner).gc(network, valid),
     ])
 }
@@ -349,7 +344,7 @@ pub fn list_all() -> Result<Vec<Listed>, Error> {
 pub fn list_all_with<R: Runner>(runner: &R) -> Result<Vec<Listed>, Error> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    for r in [Nftables::new(runner).list(), Iptables::new(runner).list()] {
+    for r in [Nftables::new().list(), Iptables::new(runner).list()] {
         match r {
             Ok(v) => out.extend(v),
             Err(e) => errors.push(e),
@@ -428,49 +423,25 @@ mod tests {
     }
 
     #[test]
-    fn teardown_all_looks_only_where_something_can_be() {
+    fn kernel_release_parsing() {
+        assert_eq!(parse_release("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(parse_release("4.9.0"), Some((4, 9)));
+        assert_eq!(parse_release("3.10.0-1160.el7.x86_64"), Some((3, 10)));
+        assert_eq!(parse_release("nonsense"), None);
+        assert!((4, 9) < NFTABLES_MIN_KERNEL && (4, 10) >= NFTABLES_MIN_KERNEL);
+        assert!((4, 17) < NFTABLES_DEFAULT_MIN_KERNEL && (5, 0) > NFTABLES_DEFAULT_MIN_KERNEL);
+    }
+
+    #[test]
+    fn only_legacy_nat_tables_are_left_to_the_tools() {
         use crate::runner::fake::FakeRunner;
-        let a = fixtures::att("c1");
-        let chain = nft::chain_name(&a);
         let fake = FakeRunner::new()
-            .with_proc("ip_tables_names", "")
-            .with_proc("ip6_tables_names", "");
-        fake.answer(
-            "nft",
-            r#"{"nftables": [{"table": {"family": "ip", "name": "rcni_hostport"}}, {"table": {"family": "ip", "name": "nat"}}, {"table": {"family": "inet", "name": "other"}}]}"#,
-        );
-        fake.answer(
-            "nft",
-            &format!(
-                r#"{{"nftables": [{{"map": {{"name": "hostports", "elem": [[{{"concat": ["tcp", 80]}}, {{"jump": {{"target": "{chain}"}}}}]]}}}}, {{"chain": {{"name": "{chain}"}}}}]}}"#
-            ),
-        );
-        fake.fail("iptables", "iptables: No chain/target/match by that name.");
-        teardown_all_with(&fake, &a).unwrap();
-        assert_eq!(
-            fake.transcript(),
-            format!(
-                "$ nft -j list tables\n\
-                 $ nft -j list table ip rcni_hostport\n\
-                 $ nft -f -\n\
-                 delete element ip rcni_hostport hostports {{ tcp . 80 }}\n\
-                 flush chain ip rcni_hostport {chain}\n\
-                 delete chain ip rcni_hostport {chain}\n\
-                 $ iptables -w -t nat -S CNI-HOSTPORT-DNAT\n"
-            )
-        );
-        // Nothing installed at all: only the probe.
-        let fake = FakeRunner::new()
-            .with_proc("ip_tables_names", "")
-            .with_proc("ip6_tables_names", "");
-        fake.answer("nft", r#"{"nftables": []}"#);
-        teardown_all_with(&fake, &a).unwrap();
-        assert_eq!(fake.transcript(), "$ nft -j list tables\n");
-        // No tools at all: nothing to clean, no error.
-        let none = FakeRunner::new().without(&["nft", "iptables", "ip6tables"]);
-        teardown_all_with(&none, &a).unwrap();
-        gc_all_with(&none, "mynet", &[]).unwrap();
-        assert!(list_all_with(&none).unwrap().is_empty());
+            .with_proc("ip_tables_names", "filter\nnat\n")
+            .with_proc("ip6_tables_names", "filter\n");
+        assert_eq!(crate::legacy_nat(&fake, false), Some(true));
+        assert_eq!(crate::legacy_nat(&fake, true), Some(false));
+        // Unknown (another namespace's tools): assume the worst.
+        assert_eq!(crate::legacy_nat(&FakeRunner::new(), false), None);
     }
 
     #[test]
