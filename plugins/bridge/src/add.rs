@@ -524,33 +524,56 @@ fn setup_gateways(
 }
 
 /// Go's `ensureAddr`: the gateway address on the bridge ([`Netlink::ensure_addr`]), then
-/// the bridge MAC pinned: otherwise the bridge takes the lowest MAC of its ports, and it
-/// changes as pods come and go (the gateway's MAC in every pod's ARP cache goes stale).
+/// the bridge MAC pinned ([`pin_mac`]) when the address is new. An address already there
+/// leaves the MAC alone, unless an ADD killed after adding the address but before pinning
+/// left it floating (the reference never pins it then, plugins#1265).
 fn ensure_addr(nl: &mut Netlink, link: &Link, gw: IpNetwork, force: bool) -> Result<()> {
     match nl
         .ensure_addr(link.index, gw, force)
         .context(format!("could not set IP address {gw} on {:?}", link.name))?
     {
-        Ensured::Conflict(_) => {
-            return Err(Error::State(format!(
-                "{:?} already has an IP address different from {gw}",
-                link.name
-            )));
-        }
-        Ensured::Present | Ensured::Added => {}
+        Ensured::Conflict(_) => Err(Error::State(format!(
+            "{:?} already has an IP address different from {gw}",
+            link.name
+        ))),
+        Ensured::Present if mac_pinned(&link.name) != Some(false) => Ok(()),
+        Ensured::Present | Ensured::Added => pin_mac(nl, link),
     }
-    if let Some(mac) = refresh(nl, link)?.mac {
+}
+
+/// Pins the bridge's MAC to its current value: otherwise the bridge takes the lowest MAC of
+/// its ports, and it changes as pods come and go (the gateway's MAC in every pod's ARP cache
+/// goes stale; CHECK finds the bridge's MAC changed). A bridge without ports has no MAC
+/// (all zeros) to pin.
+fn pin_mac(nl: &mut Netlink, link: &Link) -> Result<()> {
+    if let Some(mac) = refresh(nl, link)?.mac.filter(|m| *m != [0; 6]) {
         nl.set_mac(link.index, mac)
             .context(format!("could not set {:?} mac", link.name))?;
     }
     Ok(())
 }
 
+/// Whether `name`'s MAC was set explicitly (`NET_ADDR_SET`, 3, in sysfs' `addr_assign_type`,
+/// Linux 3.9), so that the kernel keeps it. None when sysfs cannot tell (not mounted for this
+/// netns): then it is left as it is, as the reference does. Not asked over netlink, which does
+/// not report it; setting the MAC on every ADD instead would flush the node's neighbour
+/// entries on the bridge each time (`NETDEV_CHANGEADDR`).
+fn mac_pinned(name: &str) -> Option<bool> {
+    let t = std::fs::read_to_string(format!("/sys/class/net/{name}/addr_assign_type")).ok()?;
+    Some(t.trim() == "3")
+}
+
 /// Waits until the host veth is operationally UP, i.e. the bridge port forwards (see
-/// [`Netlink::wait_oper_up`]): until then the bridge drops the pod's first frames (its
-/// gratuitous ARP, the first DNS query). The reference checks at once, then sleeps 50, 500,
-/// 1000, 1000 ms between checks; we poll every 2 ms within the same total budget and fail
-/// with its message if the port never comes up.
+/// [`Netlink::wait_oper_up`]).
+///
+/// Why wait at all: with both ends admin-up the veth has carrier at once, but the
+/// operstate and the bridge port's transition to forwarding are applied by the kernel's
+/// linkwatch work, asynchronously. Until then the bridge drops the pod's first frames
+/// (its gratuitous ARP, the first DNS query). The reference sleeps 0, 50, 500, 1000,
+/// 1000 ms between checks; a veth event is "urgent" for linkwatch, so the state flips
+/// within microseconds and those sleeps cost up to 50 ms for nothing. We check at once
+/// and then poll the netlink state every 2 ms, bounded by the reference's total budget,
+/// failing with its message if the port never comes up.
 fn wait_port_up(host: &mut Netlink, veth: &Link) -> Result<Link> {
     let start = Instant::now();
     let waited = host
