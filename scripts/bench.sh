@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: our bridge + host-local against the reference plugins (Debian's
-# containernetworking-plugins in /usr/lib/cni), same configs, same run, same node.
+# Benchmark: ours against the reference plugins (Debian's containernetworking-plugins in
+# /usr/lib/cni), same configs, same run, same node: every row of issue 12's table.
 #
 #   sudo ./scripts/bench.sh [-n PODS] [-b BURST] [-B BIG_BURST] [-g GROWTH]
 #
@@ -16,6 +16,17 @@
 #     ADDs, then concurrent DELs (wall time of the whole burst);
 #   - floor: BURST and BIG_BURST concurrent veth deletions by `ip`, no plugin (the
 #     kernel's share of a DEL burst);
+#   - flannel → bridge → host-local: PODS sequential ADDs and DELs through our flannel,
+#     its delegates in-process (found in OURS, this build), and the same with every
+#     delegate exec'd (copies of rcni with other build IDs: the gain of in-process). The
+#     reference flannel (flannel-io/cni-plugin) is not packaged by Debian and cannot be
+#     built here (its Go modules are not reachable): its floor is the reference bridge +
+#     host-local ADD above, one process start less than a flannel chain would cost;
+#   - DEL against the kernel's own veth teardown: PODS sequential `ip -n <pod> link del
+#     eth0` of bridged veths (median), the part of a DEL no plugin can avoid;
+#   - peak RSS of one ADD (the largest process of it: ours is one process, flannel chain
+#     included) and the installed size of all plugins together (ours: rcni, the links
+#     cost nothing; the reference: bridge, host-local, loopback, portmap);
 #   - growth: GROWTH (1000) pods added one after the other over 4 bridges (a
 #     bridge takes at most 1023 ports; IPv6 off in the node netns, or every new
 #     port's multicast floods all the others), then deleted: median ADD and DEL
@@ -82,16 +93,16 @@ EOF
 # The measuring loops run inside the node netns: one bash, direct execs.
 cat >"$WORK/run.sh" <<'EOF'
 #!/usr/bin/env bash
-# args: BINDIR CONF PREFIX N BURST BIG OUT
+# args: BINDIR CONF PREFIX N BURST BIG OUT [PLUGIN (bridge)]
 set -u
-bindir=$1; conf=$2; prefix=$3; n=$4; burst=$5; big=$6; out=$7
+bindir=$1; conf=$2; prefix=$3; n=$4; burst=$5; big=$6; out=$7; plugin=${8:-bridge}
 export CNI_PATH=$bindir CNI_IFNAME=eth0 CNI_ARGS=""
 ms() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f\n", (b-a)*1000}'; }
 for cmd in ADD DEL; do
   for i in $(seq 1 "$n"); do
     t0=$EPOCHREALTIME
     CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-$i" CNI_NETNS=/run/netns/$prefix-$i \
-      "$bindir/bridge" <"$conf" >/dev/null 2>"$out.err" || { echo "$cmd failed:"; cat "$out.err"; exit 1; }
+      "$bindir/$plugin" <"$conf" >/dev/null 2>"$out.err" || { echo "$cmd failed:"; cat "$out.err"; exit 1; }
     t1=$EPOCHREALTIME
     ms "$t0" "$t1" >>"$out.${cmd,,}"
   done
@@ -104,7 +115,7 @@ burst() {
     t0=$EPOCHREALTIME
     for i in $(seq 1 "$k"); do
       CNI_COMMAND=$cmd CNI_CONTAINERID="$prefix-b$i" CNI_NETNS=/run/netns/$prefix-b$i \
-        "$bindir/bridge" <"$conf" >/dev/null 2>>"$out.$tag.err" &
+        "$bindir/$plugin" <"$conf" >/dev/null 2>>"$out.$tag.err" &
     done
     for j in $(jobs -p); do wait "$j" || fail=1; done
     t1=$EPOCHREALTIME
@@ -112,8 +123,8 @@ burst() {
     ms "$t0" "$t1" >"$out.$tag.${cmd,,}"
   done
 }
-burst "$burst" burst
-burst "$big" bigburst
+[ "$burst" = 0 ] || burst "$burst" burst
+[ "$big" = 0 ] || burst "$big" bigburst
 EOF
 chmod +x "$WORK/run.sh"
 
@@ -159,6 +170,72 @@ done
 EOF
 chmod +x "$WORK/grow.sh"
 
+# vethdel.sh PREFIX N OUT: N bridged veths (made untimed), then N `ip -n <pod> link del
+# eth0`, one after the other, each timed.
+cat >"$WORK/vethdel.sh" <<'EOF2'
+#!/usr/bin/env bash
+set -u
+prefix=$1; n=$2; out=$3
+ip link add vdbr type bridge && ip link set vdbr up
+for i in $(seq 1 "$n"); do
+  ip link add "vd$i" type veth peer name eth0 netns "$prefix-$i"
+  ip link set "vd$i" master vdbr up
+  ip -n "$prefix-$i" link set eth0 up
+done
+for i in $(seq 1 "$n"); do
+  t0=$EPOCHREALTIME
+  ip -n "$prefix-$i" link del eth0
+  t1=$EPOCHREALTIME
+  awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f\n", (b-a)*1000}' >>"$out"
+done
+ip link del vdbr
+EOF2
+chmod +x "$WORK/vethdel.sh"
+
+# A copy of rcni per name, each with its own build ID: every delegation an exec.
+other_builds() {
+  /usr/bin/python3 - "$OURS/rcni" "$1" <<'EOF2'
+import os, sys
+src, out = sys.argv[1:3]
+data = open(src, "rb").read()
+# The GNU build ID note: namesz 4, descsz 20, type 3, "GNU\0", then the SHA-1.
+at = data.index(b"\x04\x00\x00\x00\x14\x00\x00\x00\x03\x00\x00\x00GNU\x00") + 16
+os.makedirs(out, exist_ok=True)
+for n, name in enumerate(["flannel", "bridge", "host-local"], 1):
+    copy = bytearray(data)
+    for i in range(at, at + 20):
+        copy[i] ^= n
+    path = os.path.join(out, name)
+    open(path, "wb").write(bytes(copy))
+    os.chmod(path, 0o755)
+EOF2
+}
+
+# chain IMPL BINDIR IDX: flannel chain pods (namespaces made untimed).
+chain() {
+  local impl=$1 bindir=$2 idx=$3 prefix="$TAG-ch$1"
+  mkdir -p "$WORK/fl$impl"
+  printf 'FLANNEL_NETWORK=10.%d.0.0/16\nFLANNEL_SUBNET=10.%d.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n' \
+    "$((140 + idx))" "$((140 + idx))" >"$WORK/fl$impl/subnet.env"
+  cat >"$WORK/fl$impl.json" <<EOF2
+{"cniVersion":"0.3.1","name":"chain-$impl","type":"flannel","subnetFile":"$WORK/fl$impl/subnet.env",
+ "dataDir":"$WORK/fl$impl/saved","delegate":{"bridge":"fl$idx$impl"},"ipam":{"dataDir":"$WORK/fl$impl/ipam"}}
+EOF2
+  for i in $(seq 1 "$N"); do ip netns add "$prefix-$i"; done
+  ip netns exec "$NODE" "$WORK/run.sh" "$bindir" "$WORK/fl$impl.json" "$prefix" "$N" 0 0 "$WORK/chain$impl" flannel
+  for i in $(seq 1 "$N"); do ip netns del "$prefix-$i"; done
+}
+
+# rss IMPL BIN CONF: peak RSS (KiB) of one ADD, as GNU time reports it: the largest
+# process of the ADD (its delegates included).
+rss() {
+  local ns="$TAG-rss$1"
+  ip netns add "$ns"
+  ip netns exec "$NODE" env CNI_COMMAND=ADD CNI_CONTAINERID="rss$1" CNI_NETNS="/run/netns/$ns" \
+    CNI_IFNAME=eth0 CNI_ARGS="" CNI_PATH="$(dirname "$2")" \
+    /usr/bin/time -f %M -o "$WORK/rss$1" "$2" <"$3" >/dev/null
+}
+
 median() { sort -n "$1" | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 MAXB=$(( BURST > BIG ? BURST : BIG ))
 
@@ -189,7 +266,8 @@ grow() {
   ip netns exec "$NODE" "$WORK/grow.sh" "$bindir" "$WORK/g$impl$idx-" "$TAG-gp" "$GROWTH" "$WORK/g$impl$idx"
 }
 
-echo "rcni benchmark: bridge + host-local; $N sequential pods, bursts of $BURST and $BIG concurrent pods, growth to $GROWTH pods"
+echo "rcni benchmark: bridge + host-local, flannel chain; $N sequential pods, bursts of $BURST and $BIG concurrent pods, growth to $GROWTH pods"
+echo "machine: $(nproc) CPUs, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "ours: $OURS   reference: $REF ($(dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || echo unknown))"
 echo
 idx=0
@@ -200,6 +278,17 @@ for masq in false true nftables; do
 done
 floor "$BURST"
 floor "$BIG"
+other_builds "$WORK/execd"
+chain ours "$OURS" 1
+chain execd "$WORK/execd" 2
+for i in $(seq 1 "$N"); do ip netns add "$TAG-vd-$i"; done
+ip netns exec "$NODE" "$WORK/vethdel.sh" "$TAG-vd" "$N" "$WORK/vethdel"
+for i in $(seq 1 "$N"); do ip netns del "$TAG-vd-$i"; done
+conf ours false 7 >"$WORK/rssours.json"
+conf ref false 8 >"$WORK/rssref.json"
+rss ours "$OURS/bridge" "$WORK/rssours.json"
+rss chain "$OURS/flannel" "$WORK/flours.json"
+rss ref "$REF/bridge" "$WORK/rssref.json"
 if [ "$GROWTH" != 0 ]; then
   ip netns exec "$NODE" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   for i in $(seq 1 "$GROWTH"); do ip netns add "$TAG-gp-$i"; done
@@ -233,6 +322,22 @@ for masq in false true nftables; do
     row "burst $k DEL total$sfx" "$(cat "$WORK/ours$idx.$tag.del")" "$(cat "$WORK/ref$idx.$tag.del")"
   done
 done
+# The flannel chain: ours in-process, against the reference bridge + host-local (its floor).
+row "ADD flannel→bridge→host-local" "$(median "$WORK/chainours.add")" "$(median "$WORK/ref1.add")"
+row "  same, delegates exec'd (ours only)" "$(median "$WORK/chainexecd.add")" "$(median "$WORK/ref1.add")"
+row "DEL flannel→bridge→host-local" "$(median "$WORK/chainours.del")" "$(median "$WORK/ref1.del")"
+# DEL against the kernel's own teardown (ratio: ours / the kernel's).
+v=$(median "$WORK/vethdel")
+printf '%-36s %12.2f %12s %7.2fx\n' "floor: veth deletion by ip (median)" "$v" "-" \
+  "$(awk -v o="$(median "$WORK/ours1.del")" -v f="$v" 'BEGIN{print (f>0)?o/f:0}')"
+printf '%-36s %9s KiB %9s KiB\n' "peak RSS, one ADD bridge+host-local" "$(cat "$WORK/rssours")" "$(cat "$WORK/rssref")"
+printf '%-36s %9s KiB %12s\n' "peak RSS, one ADD flannel chain" "$(cat "$WORK/rsschain")" "-"
+size_ours=$(stat -L -c %s "$OURS/rcni")
+size_ref=0
+for p in bridge host-local loopback portmap; do size_ref=$((size_ref + $(stat -L -c %s "$REF/$p"))); done
+printf '%-36s %12.2f %12.2f %7.2fx\n' "installed size, MB (10^6 bytes)" \
+  "$(awk -v b="$size_ours" 'BEGIN{print b/1e6}')" "$(awk -v b="$size_ref" 'BEGIN{print b/1e6}')" \
+  "$(awk -v o="$size_ours" -v r="$size_ref" 'BEGIN{print o/r}')"
 # The floor has no plugin: its ratio column is our DEL burst without masquerade
 # over the floor.
 for b in "burst:$BURST" "bigburst:$BIG"; do

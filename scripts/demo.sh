@@ -99,7 +99,7 @@ if [ "$build" = 1 ]; then
   heading "Building"
   quiet "packages (scripts/deps.sh)" ./scripts/deps.sh
   # build.sh copies from ./target: keep cargo's output there.
-  quiet "plugins and rcni-doctor (scripts/build.sh → target/bin; minutes the first time)" \
+  quiet "rcni, every plugin and rcni-doctor in one binary (scripts/build.sh → target/bin; minutes the first time)" \
     env -u CARGO_TARGET_DIR ./scripts/build.sh
 fi
 BIN=${RCNI_BIN_DIR:-$REPO/target/bin}
@@ -542,7 +542,7 @@ run_mode() {
 
 RESULTS=()
 TOTAL_FAIL=0
-note "plugins from $BIN; state in $WORK; namespaces $PREFIX-*"
+note "plugins from $BIN (one binary, rcni, $(( $(stat -L -c %s "$BIN/rcni") / 1024 )) KiB, and a link to it per name: flannel → bridge → host-local run in one process); state in $WORK; namespaces $PREFIX-*"
 for m in "${modes[@]}"; do
   run_mode "$m"
 done

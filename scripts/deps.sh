@@ -4,7 +4,8 @@
 # apt's own output is shown only when it fails.
 set -euo pipefail
 pkgs=(nftables iptables iproute2 iputils-ping jq util-linux procps file
-      containernetworking-plugins hyperfine strace busybox-static)
+      containernetworking-plugins hyperfine strace busybox-static time python3
+      g++)  # g++: libFuzzer, which scripts/fuzz.sh builds
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

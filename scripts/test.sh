@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: unit tests, the root-only integration tests (the real binaries
-# in network namespaces they create, never the machine's own), then the runtime
-# suite (libcni, containerd CRI, podman driving the plugins).
+# in network namespaces they create, never the machine's own; the short crash soak
+# among them), a short run of every fuzz target, then the runtime suite (libcni,
+# containerd CRI, podman driving the plugins).
 #
 # The closing line counts every test binary: passed, failed (a test binary that
 # crashed before its summary counts as one failure), and skipped (#[ignore]d tests,
@@ -41,6 +42,9 @@ for t in "${kernel_tests[@]}"; do
   cargo test --locked -p "$pkg" --test "$target" -- --ignored --exact "$name" 2>&1 \
     | tee -a "$log" || status=1
 done
+
+# Every fuzz target for a few seconds (scripts/fuzz.sh; the long mode is run by hand).
+./scripts/fuzz.sh 2>&1 | tee -a "$log" || status=1
 
 # Real clients drive the built plugins: libcni, containerd's CRI plugin, podman.
 ./scripts/runtimes-test.sh 2>&1 | tee -a "$log" || status=1

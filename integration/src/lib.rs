@@ -404,16 +404,28 @@ impl Call {
     /// or else a throwaway one for this call, so that no plugin, whatever its config,
     /// can ever touch the machine's own network namespace.
     pub fn run(&self) -> Reply {
-        let sandbox;
-        let node = match &self.node {
-            Some(node) => node.as_str(),
-            None => {
-                sandbox = TestNetns::new("sbx");
-                sandbox.name()
-            }
+        self.spawn().wait()
+    }
+
+    /// Starts the plugin as [`Call::run`] does and returns at once: the caller can watch
+    /// (or kill) the process and its children before it [`Running::wait`]s for the reply.
+    /// The plugin's pid is [`Running::pid`] (`ip netns exec` execs it in place).
+    pub fn spawn(&self) -> Running {
+        let sandbox = match &self.node {
+            Some(_) => None,
+            None => Some(TestNetns::new("sbx")),
         };
+        let node = self
+            .node
+            .as_deref()
+            .or(sandbox.as_ref().map(TestNetns::name))
+            .unwrap_or_default()
+            .to_owned();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", node]).arg(&self.bin);
+        cmd.args(["netns", "exec", &node]).arg(&self.bin);
+        // A process group of its own: a test can find (and wait for) every process of this
+        // invocation, a killed plugin's orphans included.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", &self.command)
@@ -434,13 +446,64 @@ impl Call {
             // A plugin may exit before reading stdin (VERSION): ignore EPIPE.
             let _ = stdin.write_all(&input);
         }
-        let out = child
-            .wait_with_output()
+        // Read while it runs: a caller polling for the exit must not leave a full pipe.
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        Running {
+            child,
+            stdout,
+            stderr,
+            bin: self.bin.clone(),
+            _sandbox: sandbox,
+        }
+    }
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+/// A plugin started by [`Call::spawn`].
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+    bin: PathBuf,
+    _sandbox: Option<TestNetns>,
+}
+
+impl Running {
+    /// The plugin's pid, which is also its process group's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited (it is then reaped by [`Running::wait`]).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for it and returns what it printed; `code` is -1 when a signal ended it.
+    pub fn wait(mut self) -> Reply {
+        let status = self
+            .child
+            .wait()
             .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.bin.display()));
+        let text = |h: std::thread::JoinHandle<Vec<u8>>| {
+            String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
+        };
         Reply {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: status.code().unwrap_or(-1),
+            stdout: text(self.stdout),
+            stderr: text(self.stderr),
         }
     }
 }

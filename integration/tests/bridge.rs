@@ -896,3 +896,47 @@ fn parallel_adds_on_a_fresh_node_all_succeed() {
     assert!(node.veths().is_empty());
     assert!(node.reservations().is_empty());
 }
+
+/// The bridge is made with its MAC set (so it never follows its ports' MACs), and later ADDs
+/// leave that MAC alone: setting a MAC, even the same one, makes the kernel flush the
+/// bridge's neighbour entries, i.e. the node's ARP entries of every running pod, on every ADD.
+#[test]
+fn later_adds_leave_the_nodes_arp_entries_of_running_pods_alone() {
+    let node = Node::new();
+    let bridge = rcni_integration::unique("brm");
+    let conf = node.conf(
+        "1.0.0",
+        SUBNET,
+        json!({"bridge": bridge, "isGateway": true}),
+    );
+    let a = TestNetns::new("pa");
+    let first = node.add(&conf, "mac-a", &a).expect_ok();
+    let a_ip = first["ips"][0]["address"]
+        .as_str()
+        .and_then(|s| s.split('/').next())
+        .expect("an address")
+        .to_owned();
+    let mac_of = |ns: &TestNetns| {
+        ns.link(&bridge).expect("the bridge")["address"]
+            .as_str()
+            .expect("a MAC")
+            .to_owned()
+    };
+    let bridge_mac = mac_of(&node.ns);
+    // The node talks to pod a: the node's neighbour table now has a's entry on the bridge.
+    assert!(node.ns.ping(&a_ip), "node cannot ping pod a");
+    let neigh = |ns: &TestNetns| ns.exec_ok("ip", &["neigh", "show", "dev", &bridge]);
+    assert!(neigh(&node.ns).contains(&a_ip), "{}", neigh(&node.ns));
+    for (i, name) in ["mac-b", "mac-c"].iter().enumerate() {
+        let pod = TestNetns::new(&format!("p{i}"));
+        node.add(&conf, name, &pod).expect_ok();
+        assert!(
+            neigh(&node.ns).contains(&a_ip),
+            "ADD of {name} flushed the node's ARP entry of pod a: {}",
+            neigh(&node.ns)
+        );
+        assert_eq!(mac_of(&node.ns), bridge_mac, "the bridge MAC moved");
+        node.del(&conf, name, &pod).expect_ok();
+    }
+    node.del(&conf, "mac-a", &a).expect_ok();
+}

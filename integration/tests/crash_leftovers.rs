@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rcni_integration::{Call, Reply, bin, dir_entries, require_root, temp_dir};
+use rcni_integration::{Call, Reply, TestNetns, bin, dir_entries, require_root, temp_dir, unique};
 use serde_json::{Value, json};
 
 /// A script that runs `real` under strace with `inject` (`SYSCALL:signal=KILL[:when=N]`
@@ -324,4 +324,69 @@ fn flannel_killed_mid_save() {
     f.run(&ours, "ADD", "c1", f.conf()).expect_ok();
     assert!(f.temps().is_empty(), "{:?}", f.temps());
     assert_eq!(dir_entries(&f.data_dir()), ["c1", "c2"]);
+}
+
+// ---------------------------------------------------------------- bridge
+
+/// A first ADD killed between putting the gateway address on the bridge and pinning the
+/// bridge's MAC leaves a bridge whose MAC follows the lowest MAC of its ports (found by the
+/// soak: CHECK of a running pod then fails with "Bridge interface ... Mac doesn't match", and
+/// the gateway's MAC in every pod's ARP cache goes stale as pods come and go). The next ADD,
+/// which finds the address in place, pins it.
+#[test]
+fn bridge_mac_left_floating_by_a_killed_add_is_pinned_by_the_next() {
+    let node = TestNetns::new("mac");
+    let br = unique("brm");
+    // What the killed ADD left: the bridge with the gateway address, its MAC not pinned.
+    node.exec_ok("ip", &["link", "add", &br, "type", "bridge"]);
+    node.exec_ok("ip", &["addr", "add", "10.30.0.1/24", "dev", &br]);
+    node.exec_ok("ip", &["link", "set", &br, "up"]);
+    let assign_type = || {
+        node.exec_ok("cat", &[&format!("/sys/class/net/{br}/addr_assign_type")])
+            .trim()
+            .to_owned()
+    };
+    assert_ne!(
+        assign_type(),
+        "3",
+        "the kernel pins a new bridge's MAC: nothing to test"
+    );
+
+    let tmp = temp_dir();
+    let conf = json!({"cniVersion": "1.0.0", "name": "macnet", "type": "bridge", "bridge": br,
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": tmp.path(), "ranges": [[{"subnet": "10.30.0.0/24"}]]}});
+    let pod = TestNetns::new("mp");
+    let call = |command: &str, conf: Value| {
+        Call::new(bin("bridge"), command, conf)
+            .container("c1")
+            .netns(&pod)
+            .in_node(&node)
+            .run()
+    };
+    let result = call("ADD", conf.clone()).expect_ok();
+    assert_eq!(
+        assign_type(),
+        "3",
+        "NET_ADDR_SET: the bridge's MAC is pinned"
+    );
+    let mac = result["interfaces"][0]["mac"].clone();
+    assert_eq!(node.link(&br).expect("bridge")["address"], mac);
+
+    // Another port with a lower MAC than any: a floating bridge would take it.
+    let (a, b) = (unique("vma"), unique("vmb"));
+    node.exec_ok(
+        "ip",
+        &["link", "add", &a, "type", "veth", "peer", "name", &b],
+    );
+    node.exec_ok("ip", &["link", "set", &a, "address", "02:00:00:00:00:01"]);
+    node.exec_ok("ip", &["link", "set", &a, "master", &br]);
+    assert_eq!(
+        node.link(&br).expect("bridge")["address"],
+        mac,
+        "the MAC moved"
+    );
+    let mut check = conf;
+    check["prevResult"] = result;
+    call("CHECK", check).expect_ok();
 }

@@ -749,7 +749,7 @@ fn leave_rules(node: &TestNetns, network: &str, cid: &str, ip: &str) {
         .setup(&att, &ips)
         .unwrap();
     // The Go bridge plugin's chain: CNI-<sha512(network + containerID)[..24]>.
-    let chain = firewall::hash::reference_chain(network, &format!("{cid}-go"));
+    let chain = firewall::naming::reference_chain(network, &format!("{cid}-go"));
     let c = format!("name: \\\"{network}\\\" id: \\\"{cid}-go\\\"");
     let restore = format!(
         "*nat\n:{chain} - [0:0]\n-A {chain} -d 10.244.1.0/24 -m comment --comment \"{c}\" -j ACCEPT\n\
@@ -791,7 +791,7 @@ fn leftover_rules_are_removed_and_other_networks_left_alone() {
         nat.contains("id: gone2") && nft.contains("id: gone2"),
         "{nat}\n{nft}"
     );
-    assert!(nat.contains(&firewall::hash::reference_chain("othernet", "gone2-go")));
+    assert!(nat.contains(&firewall::naming::reference_chain("othernet", "gone2-go")));
 }
 
 #[test]

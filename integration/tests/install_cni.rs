@@ -1,8 +1,8 @@
 //! install-cni with the real, built suite (`target/bin`, from scripts/build.sh): it installs
-//! the plugins byte for byte, every example config is accepted, and what it installed works:
-//! a pod gets networked by the installed flannel with the installed config.
-//! (The atomic-write, refusal and signal semantics are tested on the binary itself in
-//! tools/install-cni/tests/cli.rs.)
+//! the binary byte for byte and a link to it per name, every example config is accepted, and
+//! what it installed works: a pod gets networked by the installed flannel with the installed
+//! config. (The atomic-write, layout-replacement, refusal and signal semantics are tested on
+//! the binary itself in rcni/tests/install_cni.rs.)
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -13,6 +13,7 @@ use cni::config::ConfList;
 use rcni_integration::{Call, TestNetns, bin, bin_dir, dir_entries, temp_dir};
 use serde_json::{Value, json};
 
+/// The names a node gets, each a link to the binary.
 const PLUGINS: &[&str] = &[
     "bridge",
     "flannel",
@@ -59,20 +60,32 @@ fn installs_the_built_suite_and_the_plugins_run() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let bins = t.path().join("opt/cni/bin");
+    let mut want: Vec<&str> = PLUGINS.to_vec();
+    want.push("rcni");
+    want.sort_unstable();
     assert_eq!(
         dir_entries(&bins),
-        PLUGINS,
-        "exactly the five plugins and the doctor, no temp files"
+        want,
+        "exactly the binary, the five plugins and the doctor, no temp files"
     );
+    assert_eq!(
+        fs::read(bins.join("rcni")).expect("read"),
+        fs::read(bin_dir().join("rcni")).expect("read"),
+        "rcni differs from target/bin"
+    );
+    let mode = fs::metadata(bins.join("rcni"))
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
     for p in PLUGINS {
         let installed = bins.join(p);
         assert_eq!(
-            fs::read(&installed).expect("read"),
-            fs::read(bin_dir().join(p)).expect("read"),
-            "{p} differs from target/bin"
+            fs::read_link(&installed).expect("a link"),
+            Path::new("rcni"),
+            "{p}"
         );
-        let mode = fs::metadata(&installed).expect("meta").permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o755, "{p}");
         if *p == "rcni-doctor" {
             let v = Command::new(&installed)
                 .arg("--version")
@@ -116,7 +129,7 @@ fn installs_the_built_suite_and_the_plugins_run() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(
         stderr(&again).matches("up to date").count(),
-        7,
+        8,
         "{}",
         stderr(&again)
     );

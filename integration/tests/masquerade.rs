@@ -118,7 +118,7 @@ fn iptables_on_the_old_kernel_paths() {
 /// What rcni's previous release made for a pod: a nat base chain of its own in
 /// `inet rcni_masquerade`, named after the attachment's instance hash.
 fn old_layout_chain(node: &Node, cid: &str, ip: &str) -> String {
-    let hash = firewall::hash::instance_hash(&firewall::Attachment {
+    let hash = firewall::naming::instance_hash(&firewall::Attachment {
         network: NET.into(),
         container_id: cid.into(),
         ifname: "eth0".into(),

@@ -115,3 +115,37 @@ fn a_panicking_flannel_add_is_an_error_object_and_rolled_back() {
     assert_panic_error(&r, "flannel-add-after-delegate");
     assert_nothing_left(&node, &pod);
 }
+
+/// bridge panicking while flannel runs it in-process (the fault-injection binary is one
+/// build, so flannel → bridge → host-local is one process): the panic is caught at the
+/// delegate's own dispatcher, bridge's undo list rolls its ADD back while it unwinds, and
+/// flannel answers with the delegate's error object and undoes its saved config, exactly as
+/// with an exec'd bridge.
+#[test]
+fn a_panicking_in_process_delegate_is_its_error_object() {
+    let node = node();
+    let pod = TestNetns::new("pni");
+    let conf = node.flannel_conf(json!({"macspoofchk": true, "ipMasq": true}));
+    let r = Call::new(fault_bin_dir().join("flannel"), "ADD", conf)
+        .container("panicky")
+        .netns(&pod)
+        .path(&fault_bin_dir().to_string_lossy())
+        .in_node(&node.ns)
+        .env(PANIC_AT, "bridge-add-end")
+        .env("CNI_LOG_LEVEL", "debug")
+        .run();
+    assert!(
+        r.stderr.contains("delegating ADD to bridge in-process"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    let e = r.expect_err(999);
+    assert_eq!(
+        e["msg"],
+        json!("failed to delegate add: plugin panicked"),
+        "{r:?}"
+    );
+    assert_eq!(e["details"], json!("injected panic at bridge-add-end"));
+    assert_nothing_left(&node, &pod);
+}

@@ -2,12 +2,15 @@
 //!
 //! Try it: `CNI_COMMAND=VERSION cargo run -p cni --example noop-plugin`.
 
-use cni::skel::{AddOutput, CmdArgs, Plugin, PluginInfo};
+use cni::skel::{AddOutput, CmdArgs, Entry, Plugin};
 use cni::{CniError, CniResult, IpConfig};
 
+#[derive(Default)]
 struct Noop;
 
 impl Plugin for Noop {
+    const NAME: &'static str = "noop";
+
     fn add(&self, _args: &CmdArgs) -> Result<AddOutput, CniError> {
         let address = "10.22.0.2/16"
             .parse()
@@ -29,12 +32,5 @@ impl Plugin for Noop {
 }
 
 fn main() {
-    cni::init_logging("noop");
-    cni::skel::run(
-        &Noop,
-        &PluginInfo {
-            about: "CNI noop plugin rcni example".into(),
-            supported: cni::version::SUPPORTED,
-        },
-    )
+    Entry::of::<Noop>().run()
 }

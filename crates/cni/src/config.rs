@@ -288,6 +288,18 @@ mod tests {
         );
     }
 
+    /// Found by fuzzing (`fuzz/corpus/netconf/float-round-trip`): serde_json's default float
+    /// parser is not correctly rounded, so a number with many digits read, written and read
+    /// again changed its last bits, and a config passed through (flannel's delegate, a
+    /// prevResult) was not the one given.
+    #[test]
+    fn numbers_survive_a_round_trip() {
+        let raw = br#"{"name":"n","plugins":[0,3333333333333333333333333333333333333333333333333333333313333333333333333333333,0.30000000000000004,1e-7]}"#;
+        let c = NetConf::from_slice(raw).unwrap();
+        let again = NetConf::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+
     #[test]
     fn capabilities() {
         let c: NetConf =

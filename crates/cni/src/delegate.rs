@@ -1,25 +1,38 @@
 //! Running another plugin (a delegate: IPAM, or flannel's bridge) as libcni's `pkg/invoke` does.
 //!
-//! The delegate is looked up on `CNI_PATH` ([`find_in_path`]), executed with our environment
-//! but the `CNI_*` variables taken from the [`CmdArgs`] (so it also works when the dispatcher was
+//! The delegate is looked up on `CNI_PATH` ([`find_in_path`]), run with our environment but
+//! the `CNI_*` variables taken from the [`CmdArgs`] (so it also works when the dispatcher was
 //! driven by an injected environment) and `CNI_COMMAND` replaced, and fed `conf` on stdin. Its
-//! stderr is copied to ours. A failure comes back as the delegate's own error object; with an
-//! empty stdout, as libcni's `netplugin failed: "<stderr>"`.
+//! stderr is passed on to ours. A failure comes back as the delegate's own error object; with
+//! an empty stdout, as libcni's `netplugin failed: "<stderr>"`.
+//!
+//! Two ways to run it, one outcome (exit status, stdout, stderr) read the same way:
+//! * [`mod@process`]: exec the file, as libcni does;
+//! * [`in_process`]: when the file found is provably this build (its build ID is ours, see
+//!   [`build_id`]) and names one of the plugins [`register`]ed by the multi-call binary's
+//!   `main`, that plugin's dispatcher runs in this process, with the environment, stdin and
+//!   exit status the exec would have given it. A wrapper script, another version, the Go
+//!   plugins, anything else: exec'd.
 
-use std::io::{ErrorKind, Write};
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use crate::error::{CniError, code};
-use crate::skel::{CmdArgs, Command};
+use crate::skel::{CmdArgs, Command, Entry};
 
-/// libcni retries `text file busy` (ETXTBSY: the binary is being written, e.g. by an
-/// installer) up to 5 times.
-const BUSY_RETRIES: u32 = 5;
-/// First retry delay; doubled each time (50+100+200+400+800 ms). libcni waits 1 s each time,
-/// which only slows the common case of a short copy.
-const BUSY_BACKOFF: Duration = Duration::from_millis(50);
+pub mod build_id;
+mod in_process;
+mod process;
+
+/// Hands the delegation layer the plugins this binary holds (the multi-call binary's `main`
+/// does, once, before it dispatches): a delegate found on `CNI_PATH` that is one of them and
+/// provably this build runs in-process. Without it every delegate is exec'd.
+pub fn register(plugins: &'static [Entry]) {
+    in_process::register(plugins);
+}
 
 /// Find an executable named `plugin_type` on the given `CNI_PATH` dirs (libcni
 /// `invoke.FindInPath`: the first regular file wins).
@@ -140,24 +153,19 @@ fn exec_retrying(
     args: &CmdArgs,
     sleep: &mut dyn FnMut(Duration),
 ) -> Result<Vec<u8>, CniError> {
-    log::debug!("delegating {} to {}", command.as_str(), plugin.display());
-    let mut delay = BUSY_BACKOFF;
-    let mut attempt = 0;
-    let output = loop {
-        match run_once(plugin, command, conf, args) {
-            Err(e) if e.kind() == ErrorKind::ExecutableFileBusy && attempt < BUSY_RETRIES => {
-                attempt += 1;
-                log::info!("{} is busy, retrying in {delay:?}", plugin.display());
-                sleep(delay);
-                delay *= 2;
-            }
-            Err(e) => {
-                return Err(CniError::new(
-                    code::IO_FAILURE,
-                    format!("failed to execute plugin {}: {e}", plugin.display()),
-                ));
-            }
-            Ok(out) => break out,
+    let output = match in_process::entry_for(plugin) {
+        Some(entry) => {
+            log::debug!(
+                "delegating {} to {} in-process ({} is this build)",
+                command.as_str(),
+                entry.name,
+                plugin.display()
+            );
+            in_process::call(entry, command, conf, args)
+        }
+        None => {
+            log::debug!("delegating {} to {}", command.as_str(), plugin.display());
+            process::run(plugin, command, conf, args, sleep)?
         }
     };
     // stderr is informational: pass it on, as libcni does.
@@ -170,52 +178,30 @@ fn exec_retrying(
     Err(plugin_error(&output))
 }
 
-fn run_once(
-    plugin: &Path,
-    command: Command,
-    conf: &[u8],
-    args: &CmdArgs,
-) -> std::io::Result<Output> {
-    let mut cmd = Process::new(plugin);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("CNI_COMMAND", command.as_str());
-    let path = std::env::join_paths(&args.path).unwrap_or_default();
-    let vars = [
-        ("CNI_CONTAINERID", args.container_id.as_str().into()),
+/// The `CNI_*` variables a delegate gets, whichever way it runs: `CNI_COMMAND`, and the
+/// others from `args`; `None` means unset (empty means "not given": never inherit a stale
+/// value). Everything else comes from our own environment.
+fn delegate_env(command: Command, args: &CmdArgs) -> [(&'static str, Option<OsString>); 6] {
+    let given = |v: OsString| (!v.is_empty()).then_some(v);
+    [
+        ("CNI_COMMAND", Some(command.as_str().into())),
+        ("CNI_CONTAINERID", given(args.container_id.as_str().into())),
         (
             "CNI_NETNS",
-            args.netns
-                .as_ref()
-                .map(|p| p.as_os_str().to_owned())
-                .unwrap_or_default(),
+            given(
+                args.netns
+                    .as_ref()
+                    .map(|p| p.as_os_str().to_owned())
+                    .unwrap_or_default(),
+            ),
         ),
-        ("CNI_IFNAME", args.ifname.as_str().into()),
-        ("CNI_ARGS", args.raw_args.as_str().into()),
-        ("CNI_PATH", path),
-    ];
-    for (k, v) in vars {
-        // Empty means "not given": unset it rather than inherit a stale value.
-        if v.is_empty() {
-            cmd.env_remove(k);
-        } else {
-            cmd.env(k, v);
-        }
-    }
-    let mut child = cmd.spawn()?;
-    // Feed stdin from a thread so a delegate writing a lot before reading cannot deadlock us.
-    let stdin = child.stdin.take();
-    let conf = conf.to_vec();
-    let writer = std::thread::spawn(move || {
-        if let Some(mut s) = stdin {
-            // A delegate may exit without reading stdin; EPIPE is not our failure.
-            let _ = s.write_all(&conf);
-        }
-    });
-    let out = child.wait_with_output();
-    let _ = writer.join();
-    out
+        ("CNI_IFNAME", given(args.ifname.as_str().into())),
+        ("CNI_ARGS", given(args.raw_args.as_str().into())),
+        (
+            "CNI_PATH",
+            given(std::env::join_paths(&args.path).unwrap_or_default()),
+        ),
+    ]
 }
 
 /// libcni `RawExec.pluginErr`.

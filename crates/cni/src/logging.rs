@@ -5,22 +5,30 @@
 //! runtime that passes its environment through can turn on debugging per call.
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 
 use log::{LevelFilter, Log, Metadata, Record};
 
+/// Lines are prefixed with the name of the plugin that is running: the process's, or that of
+/// a delegate running in-process for the time it runs ([`Scope`]).
 struct StderrLogger {
-    plugin: String,
+    plugin: Mutex<String>,
 }
 
-static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
+static LOGGER: StderrLogger = StderrLogger {
+    plugin: Mutex::new(String::new()),
+};
 
 impl StderrLogger {
+    fn name(&self) -> std::sync::MutexGuard<'_, String> {
+        self.plugin.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// `"<plugin>: <level>: <message>\n"`.
     fn line(&self, record: &Record<'_>) -> String {
         format!(
             "{}: {}: {}\n",
-            self.plugin,
+            self.name(),
             record.level().as_str().to_ascii_lowercase(),
             record.args()
         )
@@ -56,15 +64,39 @@ pub(crate) fn level_from(value: Option<&str>) -> LevelFilter {
 }
 
 /// Installs the stderr logger (lines `"<plugin>: <level>: <message>"`, no timestamps), level from
-/// env `CNI_LOG_LEVEL` (default warn). Calling it again only updates the level.
+/// env `CNI_LOG_LEVEL` (default warn). Calling it again updates the name and the level.
 pub fn init_logging(plugin: &str) {
     let level = level_from(std::env::var("CNI_LOG_LEVEL").ok().as_deref());
-    let logger = LOGGER.get_or_init(|| StderrLogger {
-        plugin: plugin.to_string(),
-    });
+    plugin.clone_into(&mut LOGGER.name());
     // Err only means a logger is already installed, which is fine.
-    let _ = log::set_logger(logger);
+    let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+}
+
+/// Logging as a delegate running in-process logs when it is a process of its own: the stderr
+/// logger under the delegate's name, level from `CNI_LOG_LEVEL`. Dropping it restores the
+/// caller's name and level (also "off" for a caller that logs nothing, like the doctor).
+pub(crate) struct Scope {
+    name: String,
+    level: LevelFilter,
+}
+
+impl Scope {
+    pub(crate) fn enter(plugin: &str) -> Scope {
+        let scope = Scope {
+            name: LOGGER.name().clone(),
+            level: log::max_level(),
+        };
+        init_logging(plugin);
+        scope
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        *LOGGER.name() = std::mem::take(&mut self.name);
+        log::set_max_level(self.level);
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +116,7 @@ mod tests {
     #[test]
     fn line_format() {
         let logger = StderrLogger {
-            plugin: "bridge".into(),
+            plugin: Mutex::new("bridge".into()),
         };
         let line = logger.line(
             &Record::builder()

@@ -123,6 +123,9 @@ impl From<CniResult> for AddOutput {
 
 /// A CNI plugin: one method per command. `STATUS` and `GC` default to success.
 pub trait Plugin {
+    /// The name the plugin is installed and run under (`bridge`): the multi-call binary
+    /// dispatches on it, and it names the plugin in its about text and its log lines.
+    const NAME: &'static str;
     /// ADD (SPEC §2).
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError>;
     /// DEL (SPEC §2): must succeed when resources are already gone.
@@ -139,6 +142,35 @@ pub trait Plugin {
     }
 }
 
+/// [`Plugin`]'s commands behind a vtable, so that the dispatcher is compiled once for every
+/// plugin of the multi-call binary, not once per plugin (`Plugin` itself has a `const`, which
+/// a trait object cannot have).
+trait Commands {
+    fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError>;
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn status(&self, args: &CmdArgs) -> Result<(), CniError>;
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError>;
+}
+
+impl<P: Plugin> Commands for P {
+    fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
+        Plugin::add(self, args)
+    }
+    fn del(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::del(self, args)
+    }
+    fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::check(self, args)
+    }
+    fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::status(self, args)
+    }
+    fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
+        Plugin::gc(self, args)
+    }
+}
+
 /// Static facts about a plugin.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -146,6 +178,88 @@ pub struct PluginInfo {
     pub about: String,
     /// The spec versions the plugin accepts (usually [`crate::version::SUPPORTED`]).
     pub supported: &'static [&'static str],
+}
+
+impl PluginInfo {
+    /// An rcni plugin's: about text `CNI <name> plugin rcni v<version>`, every spec version.
+    pub fn named(name: &str) -> PluginInfo {
+        PluginInfo {
+            about: format!("CNI {name} plugin rcni v{}", env!("CARGO_PKG_VERSION")),
+            supported: crate::version::SUPPORTED,
+        }
+    }
+}
+
+/// The environment lookup the dispatcher reads the `CNI_*` variables through.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// A plugin's one entry point, as the multi-call binary holds it: the name it runs under and
+/// the guarded dispatcher on it. The same entry serves a process ([`Entry::run`]) and a
+/// delegation inside one ([`Entry::call`], see [`crate::delegate`]).
+#[derive(Clone, Copy)]
+pub struct Entry {
+    /// [`Plugin::NAME`].
+    pub name: &'static str,
+    dispatch: fn(Env<'_>, &mut dyn Read, &mut dyn Write, &mut dyn Write) -> i32,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry").field("name", &self.name).finish()
+    }
+}
+
+impl Entry {
+    /// The entry of plugin `P`.
+    pub const fn of<P: Plugin + Default>() -> Entry {
+        Entry {
+            name: P::NAME,
+            dispatch: dispatch_default::<P>,
+        }
+    }
+
+    /// [`dispatch_guarded`] on this plugin with the given environment and IO; the exit code.
+    pub fn call(
+        &self,
+        env: Env<'_>,
+        stdin: &mut dyn Read,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> i32 {
+        (self.dispatch)(env, stdin, stdout, stderr)
+    }
+
+    /// The process's entry point: logging under the plugin's name, the process's environment
+    /// and standard streams, then exit with the dispatcher's status.
+    pub fn run(&self) -> ! {
+        crate::init_logging(self.name);
+        let env = |k: &str| std::env::var(k).ok();
+        let mut stdout = std::io::stdout().lock();
+        let status = self.call(
+            &env,
+            &mut std::io::stdin().lock(),
+            &mut stdout,
+            &mut std::io::stderr(),
+        );
+        let status = match stdout.flush() {
+            Ok(()) => status,
+            Err(e) => {
+                log::error!("failed to write to stdout: {e}");
+                1
+            }
+        };
+        std::process::exit(status)
+    }
+}
+
+fn dispatch_default<P: Plugin + Default>(
+    env: Env<'_>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let info = PluginInfo::named(P::NAME);
+    dispatch_guarded(&P::default(), &info, env, stdin, stdout, stderr)
 }
 
 /// Renders JSON as Go's `json.MarshalIndent(v, "", "    ")` does (4-space indent).
@@ -158,28 +272,6 @@ pub fn to_go_json(v: &serde_json::Value) -> String {
         // Serializing a Value cannot fail in practice; compact output is still valid JSON.
         Err(_) => v.to_string(),
     }
-}
-
-/// Real entry point: reads process env + stdin, writes stdout/stderr, exits (0 or 1).
-pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ! {
-    let env = |k: &str| std::env::var(k).ok();
-    let mut stdout = std::io::stdout().lock();
-    let status = dispatch_guarded(
-        plugin,
-        info,
-        &env,
-        &mut std::io::stdin().lock(),
-        &mut stdout,
-        &mut std::io::stderr(),
-    );
-    let status = match stdout.flush() {
-        Ok(()) => status,
-        Err(e) => {
-            log::error!("failed to write to stdout: {e}");
-            1
-        }
-    };
-    std::process::exit(status)
 }
 
 /// [`dispatch`], with a panic turned into a CNI error object on `stdout` (code 999,
@@ -195,9 +287,20 @@ pub fn dispatch_guarded<P: Plugin>(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
+    guarded(plugin, info, env, stdin, stdout, stderr)
+}
+
+fn guarded(
+    plugin: &dyn Commands,
+    info: &PluginInfo,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
     let mut out = Vec::new();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch(plugin, info, env, stdin, &mut out, stderr)
+        unguarded(plugin, info, env, stdin, &mut out, stderr)
     }));
     let status = match outcome {
         Ok(status) => status,
@@ -226,6 +329,17 @@ pub fn dispatch_guarded<P: Plugin>(
 /// Testable core: injected env lookup and IO, returns the exit code. Never panics on bad input.
 pub fn dispatch<P: Plugin>(
     plugin: &P,
+    info: &PluginInfo,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    unguarded(plugin, info, env, stdin, stdout, stderr)
+}
+
+fn unguarded(
+    plugin: &dyn Commands,
     info: &PluginInfo,
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
@@ -401,8 +515,8 @@ fn is_own_netns(netns: &str) -> bool {
 }
 
 /// Returns the text to print on stdout, if any.
-fn dispatch_inner<P: Plugin>(
-    plugin: &P,
+fn dispatch_inner(
+    plugin: &dyn Commands,
     info: &PluginInfo,
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,

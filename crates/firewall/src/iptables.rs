@@ -26,7 +26,7 @@
 //! one). On DEL, iptables-nft state is removed over netlink without any process (see
 //! `crate::teardown_all_with`); this backend lists and restores only legacy tables.
 
-use crate::hash::{
+use crate::naming::{
     CHAIN_PREFIX, hash_of_comment, instance_hash, iptables_chain, iptables_comment,
     is_reference_chain, network_hash, parse_reference_comment, reference_chain,
 };

@@ -26,8 +26,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
-pub mod hash;
 mod iptables;
+pub mod naming;
 mod nft;
 pub mod nftables;
 pub mod portmap;
@@ -108,8 +108,8 @@ pub trait Masquerade {
     /// the `valid` entries is ignored: `network` applies to all).
     fn gc(&self, network: &str, valid: &[Attachment]) -> Result<(), Error>;
     /// The attachments of `network` that have rules here (for `rcni-doctor`): compare
-    /// [`Listed::key`] with [`hash::instance_hash`] of the live attachments (the Go
-    /// plugin's iptables chains are keyed by [`hash::reference_chain`] instead).
+    /// [`Listed::key`] with [`naming::instance_hash`] of the live attachments (the Go
+    /// plugin's iptables chains are keyed by [`naming::reference_chain`] instead).
     fn attachments(&self, network: &str) -> Result<Vec<Listed>, Error>;
 }
 

@@ -56,7 +56,7 @@ use std::sync::Mutex;
 use ipnetwork::IpNetwork;
 use netlink::NfNetlink;
 
-use crate::hash::{comment, hash_of_comment, instance_hash, network_hash};
+use crate::naming::{comment, hash_of_comment, instance_hash, network_hash};
 use crate::nftables::matches::{self, Dir};
 use crate::nftables::{
     BaseChain, Batch, Chain, ChainType, CmpOp, Data, DataType, Elem, Expr, Family, Reg, Rule, Set,
@@ -717,8 +717,8 @@ fn read_iptables_nft(
 ) -> Result<Option<IptablesNft>, Error> {
     let mut chains = Vec::new();
     for c in [
-        crate::hash::iptables_chain(att),
-        crate::hash::reference_chain(&att.network, &att.container_id),
+        crate::naming::iptables_chain(att),
+        crate::naming::reference_chain(&att.network, &att.container_id),
     ] {
         if list::chain(nl, fam, "nat", &c)?.is_some() {
             chains.push(c);
@@ -763,8 +763,8 @@ fn plan_iptables_nft(p: &mut Plan, found: &IptablesNft) {
 /// One attachment found in the rules (see [`Masquerade::attachments`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    /// What identifies it: the instance hash ([`crate::hash::instance_hash`]), or for the
-    /// Go plugin's iptables chains the chain name ([`crate::hash::reference_chain`]).
+    /// What identifies it: the instance hash ([`crate::naming::instance_hash`]), or for the
+    /// Go plugin's iptables chains the chain name ([`crate::naming::reference_chain`]).
     pub key: String,
     /// The comment of one of its rules (names network, ifname and container ID).
     pub comment: Option<String>,

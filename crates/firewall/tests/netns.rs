@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use firewall::hash::{comment, instance_hash, iptables_chain, iptables_comment, reference_chain};
+use firewall::naming::{comment, instance_hash, iptables_chain, iptables_comment, reference_chain};
 use firewall::{
     Attachment, IpNetwork, Iptables, Masquerade, Nftables, Output, Runner, Session, SystemRunner,
     nft_chain_name,

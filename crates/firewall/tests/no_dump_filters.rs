@@ -7,7 +7,7 @@
 mod common;
 
 use common::{in_private_netns, nft_script, sh};
-use firewall::hash::{comment, instance_hash};
+use firewall::naming::{comment, instance_hash};
 use firewall::nftables::list;
 use firewall::{Attachment, IpNetwork, Masquerade, Nftables};
 

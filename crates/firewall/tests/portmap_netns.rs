@@ -96,7 +96,7 @@ fn nftables_setup_check_teardown() {
         nft.setup(&req_a).unwrap(); // idempotent
         nft.check(&req_a).unwrap();
         let rs = nft_ruleset();
-        let chain_a = format!("a-{}", firewall::hash::instance_hash(&a));
+        let chain_a = format!("a-{}", firewall::naming::instance_hash(&a));
         assert!(rs.contains(&format!("tcp . 8080 : jump {chain_a}")), "{rs}");
         assert!(
             rs.contains(&format!("192.168.1.5 . tcp . 8443 : jump {chain_a}")),
@@ -225,7 +225,7 @@ fn iptables_setup_check_teardown() {
         // A second ADD replaces, never duplicates.
         ipt.setup(&req).unwrap();
         ipt.check(&req).unwrap();
-        let chain = firewall::hash::reference_dnat_chain("mynet", "a");
+        let chain = firewall::naming::reference_dnat_chain("mynet", "a");
         for tool in ["iptables", "ip6tables"] {
             let nat = sh(tool, &["-w", "-t", "nat", "-S"]);
             assert_eq!(nat.matches(&format!("-j {chain}")).count(), 3, "{nat}");
@@ -319,7 +319,7 @@ fn iptables_external_mark_chain_and_conditions() {
         assert!(ipt.setup(&req).is_err());
         let nat = sh("iptables", &["-w", "-t", "nat", "-S"]);
         assert!(
-            !nat.contains(&firewall::hash::reference_dnat_chain("mynet", "y")),
+            !nat.contains(&firewall::naming::reference_dnat_chain("mynet", "y")),
             "{nat}"
         );
     });
@@ -364,7 +364,7 @@ fn concurrent_iptables_setups_share_the_chains() {
         assert_eq!(nat.matches("-j CNI-HOSTPORT-MASQ").count(), 1, "{nat}");
         assert_eq!(nat.matches("-j MARK --set-xmark").count(), 1, "{nat}");
         for a in &atts {
-            let chain = firewall::hash::reference_dnat_chain("mynet", &a.container_id);
+            let chain = firewall::naming::reference_dnat_chain("mynet", &a.container_id);
             assert_eq!(
                 nat.matches(&format!("-A {DNAT_CHAIN} ")).count(),
                 N,
@@ -411,7 +411,7 @@ fn iptables_legacy_variant() {
         ipt.setup(&req).unwrap();
         ipt.setup(&req).unwrap();
         ipt.check(&req).unwrap();
-        let chain = firewall::hash::reference_dnat_chain("mynet", "leg");
+        let chain = firewall::naming::reference_dnat_chain("mynet", "leg");
         for tool in ["iptables-legacy", "ip6tables-legacy"] {
             let nat = sh(tool, &["-w", "-t", "nat", "-S"]);
             assert_eq!(nat.matches(&format!("-j {chain}")).count(), 3, "{nat}");
@@ -513,8 +513,8 @@ fn teardown_all_spawns_nothing_for_nftables_and_iptables_nft() {
         let rec = Recording::new(false);
         portmap::teardown_all_with(&rec, &a).unwrap();
         assert_eq!(rec.calls(), Vec::<String>::new());
-        let chain_a = firewall::hash::reference_dnat_chain("mynet", "a");
-        let chain_b = firewall::hash::reference_dnat_chain("mynet", "b");
+        let chain_a = firewall::naming::reference_dnat_chain("mynet", "a");
+        let chain_b = firewall::naming::reference_dnat_chain("mynet", "b");
         for tool in ["iptables", "ip6tables"] {
             let n = nat(tool);
             assert!(!n.contains(&chain_a), "{n}");
@@ -561,7 +561,7 @@ fn teardown_all_cleans_legacy_iptables_with_the_tools() {
 }
 
 fn portmap_chain(a: &Attachment) -> String {
-    format!("a-{}", firewall::hash::instance_hash(a))
+    format!("a-{}", firewall::naming::instance_hash(a))
 }
 
 /// Pods started together on a node without the tables: every one of them finds the

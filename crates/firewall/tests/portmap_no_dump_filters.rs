@@ -8,7 +8,7 @@
 mod common;
 
 use common::{in_private_netns, nft_script, sh};
-use firewall::hash::{comment, instance_hash};
+use firewall::naming::{comment, instance_hash};
 use firewall::nftables::list;
 use firewall::portmap::{self, Nftables, Options, PortMapper, PortMapping, Protocol, Request};
 use firewall::{Attachment, IpNetwork};

@@ -154,6 +154,9 @@ impl SubnetEnv {
             match k {
                 key::NETWORK | key::IPV6_NETWORK => {
                     let list = parse_network_list(value).map_err(|r| invalid(value, r))?;
+                    if list.is_empty() {
+                        continue; // only commas: as absent as an empty value
+                    }
                     if k == key::NETWORK {
                         networks = Some(list);
                     } else {
@@ -345,6 +348,28 @@ mod tests {
             vec![net("10.1.0.0/16"), net("192.168.0.0/16")]
         );
         assert_eq!(env.ipv6_networks, vec![net("fc00::/48"), net("fd00::/56")]);
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/subnet_env/only-commas`): a list of nothing but commas
+    /// counted as present, so a file with no network at all parsed, and the delegate had no
+    /// route to the cluster.
+    #[test]
+    fn a_list_of_only_commas_is_absent() {
+        let err = parse(
+            "FLANNEL_NETWORK= , ,\nFLANNEL_SUBNET=10.1.17.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+        )
+        .expect_err("no network");
+        assert!(
+            err.to_string()
+                .contains("is missing FLANNEL_NETWORK, FLANNEL_IPV6_NETWORK."),
+            "{err}"
+        );
+        let env = parse(
+            "FLANNEL_NETWORK=,\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00::1/64\n\
+             FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+        )
+        .expect("the IPv6 network is enough");
+        assert!(env.networks.is_empty());
     }
 
     #[test]

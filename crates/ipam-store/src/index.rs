@@ -244,6 +244,31 @@ impl Index {
     }
 }
 
+/// Fuzzing only: the owner hash of a reservation's (trimmed) content.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_owner_hash(content: &str) -> u64 {
+    owner_hash(content)
+}
+
+/// Fuzzing only: writes `body` (index lines, see the module's format) as the owner index of
+/// `dir`, stamped with the directory as it is once the file exists and with a valid checksum:
+/// the store then trusts whatever `body` says, as it would a stale index after a change made
+/// within one clock tick, or a bug in this module.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_forge(dir: &Path, body: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(INDEX_FILE))?;
+    let index = Index {
+        stamp: DirStamp::of(dir)?,
+        body: body.to_vec(),
+    };
+    file.write_all(&index.render())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

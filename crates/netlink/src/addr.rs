@@ -83,6 +83,28 @@ pub(crate) fn addr_message(idx: u32, addr: IpNetwork) -> AddressMessage {
     msg
 }
 
+/// What [`Netlink::ensure_addr`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// The address was there already.
+    Present,
+    /// It was added (conflicting ones removed first, with `force`).
+    Added,
+    /// This address conflicts, and `force` was not given: nothing changed.
+    Conflict(IpNetwork),
+}
+
+/// How [`Netlink::settle_addresses`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// No address is tentative any more.
+    Done,
+    /// Duplicate address detection failed for this address.
+    DadFailed(IpNetwork),
+    /// Addresses were still tentative at the deadline.
+    StillTentative,
+}
+
 impl Netlink {
     /// Addresses of link `idx`, or of every link when `None`.
     pub fn addrs(&mut self, idx: Option<u32>) -> Result<Vec<Addr>> {
@@ -112,6 +134,57 @@ impl Netlink {
         )
         .map(drop)
         .map_err(|e| e.context(format!("add address {addr} to link {idx}")))
+    }
+
+    /// Makes `addr` an address of link `idx`, as the reference's `ensureAddr` does for a
+    /// gateway: done when present; another address of the family that conflicts (any other
+    /// IPv4 address; an IPv6 one that overlaps, since unrelated IPv6 addresses may coexist)
+    /// is removed when `force`, reported otherwise, and nothing is added.
+    pub fn ensure_addr(&mut self, idx: u32, addr: IpNetwork, force: bool) -> Result<Ensured> {
+        let present = self.addrs(Some(idx))?;
+        for a in present
+            .iter()
+            .filter(|a| a.address.is_ipv4() == addr.is_ipv4())
+        {
+            if a.address == addr {
+                return Ok(Ensured::Present);
+            }
+            let overlaps = a.address.contains(addr.ip()) || addr.contains(a.address.ip());
+            if addr.is_ipv4() || overlaps {
+                if !force {
+                    return Ok(Ensured::Conflict(a.address));
+                }
+                self.del_addr(idx, a.address)?;
+            }
+        }
+        match self.add_addr(idx, addr) {
+            Err(e) if !e.is_exists() => Err(e),
+            _ => Ok(Ensured::Added),
+        }
+    }
+
+    /// Waits until no IPv6 address of link `idx` is tentative (duplicate address detection
+    /// done), checking at once and then every `poll` until `timeout`.
+    pub fn settle_addresses(
+        &mut self,
+        idx: u32,
+        timeout: std::time::Duration,
+        poll: std::time::Duration,
+    ) -> Result<Settled> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let addrs = self.addrs(Some(idx))?;
+            if let Some(a) = addrs.iter().find(|a| a.dadfailed) {
+                return Ok(Settled::DadFailed(a.address));
+            }
+            if !addrs.iter().any(|a| a.tentative && a.address.is_ipv6()) {
+                return Ok(Settled::Done);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Settled::StillTentative);
+            }
+            std::thread::sleep(poll);
+        }
     }
 
     /// Removes `addr` from link `idx` (EADDRNOTAVAIL when it is not there).

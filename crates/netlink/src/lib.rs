@@ -2,7 +2,7 @@
 //!
 //! Design (after netavark's `netlink.rs`): one blocking `NETLINK_ROUTE` socket per network
 //! namespace, a sequence-checked request/ACK/dump loop ([`socket`]) and thin typed operations
-//! ([`link`], [`addr`], [`route`], [`bridge_vlan`]). [`conntrack`] speaks ctnetlink
+//! ([`link`], [`addr`], [`route`], [`bridge_port`]). [`conntrack`] speaks ctnetlink
 //! (`NETLINK_NETFILTER`) on a socket of its own. No async runtime: a CNI plugin does a handful
 //! of requests per exec, and blocking IO keeps the binary small.
 //!
@@ -18,7 +18,7 @@
 //! the fallbacks listed in [`compat`].
 
 pub mod addr;
-pub mod bridge_vlan;
+pub mod bridge_port;
 pub mod compat;
 pub mod conntrack;
 pub mod error;
@@ -30,9 +30,9 @@ pub mod socket;
 pub mod sysctl;
 mod util;
 
-pub use addr::Addr;
+pub use addr::{Addr, Ensured, Settled};
 pub use error::{Error, Result};
-pub use link::Link;
+pub use link::{Link, Waited};
 pub use netns::Netns;
 pub use nfnetlink::NfNetlink;
 pub use route::{Family, RouteEntry};

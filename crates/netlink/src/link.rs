@@ -162,6 +162,17 @@ pub(crate) fn veth_message(
     msg
 }
 
+/// How [`Netlink::wait_oper_up`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waited {
+    /// Operationally up, after this many polls.
+    Up { link: Link, polls: u32 },
+    /// Still not up at the deadline: the link as last seen.
+    TimedOut(Link),
+    /// The link is gone.
+    Gone,
+}
+
 /// An RTM_SETLINK skeleton for link `idx`.
 fn set_message(idx: u32) -> LinkMessage {
     let mut msg = LinkMessage::default();
@@ -225,6 +236,59 @@ impl Netlink {
         self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
             .map_err(|e| e.context(format!("create bridge {name:?}")))
+    }
+
+    /// The bridge `name`, created (with `mtu` and VLAN filtering) when there is no link of
+    /// that name; a link that exists is returned as it is, whatever its kind and settings
+    /// (the caller checks them). Looked up first: the bridge exists on every ADD but a node's
+    /// first, and a create that fails with EEXIST costs a round trip under the RTNL lock, which
+    /// every parallel ADD contends for. A parallel create between our lookup and ours is fine.
+    /// `Ok(None)`: created, but gone again before it could be read back.
+    pub fn ensure_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+    ) -> Result<Option<Link>> {
+        if let Some(link) = self.link_by_name(name)? {
+            return Ok(Some(link));
+        }
+        match self.create_bridge(name, mtu, vlan_filtering) {
+            Err(e) if !e.is_exists() => return Err(e),
+            _ => {}
+        }
+        self.link_by_name(name)
+    }
+
+    /// Waits until link `idx` is operationally up, checking at once and then every `poll`
+    /// until `timeout`; the link as last seen, and how many polls that took.
+    ///
+    /// Why a wait: with both ends of a veth admin-up it has carrier at once, but its operstate
+    /// and, on a bridge, the port's move to forwarding are applied by the kernel's linkwatch
+    /// work, asynchronously (a veth's event is urgent: normally within microseconds, later
+    /// when the work queues behind other RTNL holders). Until then the bridge drops what the
+    /// port sends.
+    pub fn wait_oper_up(
+        &mut self,
+        idx: u32,
+        timeout: std::time::Duration,
+        poll: std::time::Duration,
+    ) -> Result<Waited> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut polls = 0;
+        loop {
+            let Some(link) = self.link_by_index(idx)? else {
+                return Ok(Waited::Gone);
+            };
+            if link.oper_up {
+                return Ok(Waited::Up { link, polls });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Waited::TimedOut(link));
+            }
+            polls += 1;
+            std::thread::sleep(poll);
+        }
     }
 
     /// Creates a veth pair from this socket's netns in one request: `host_name` here, the peer

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cni::skel::CmdArgs;
 use cni::{CniResult, Interface};
 use ipnetwork::IpNetwork;
-use netlink::{Link, Netlink, Netns, RouteEntry, netns, sysctl};
+use netlink::{Ensured, Link, Netlink, Netns, RouteEntry, Settled, Waited, netns, sysctl};
 
 use crate::config::BridgeConf;
 use crate::error::{Context, Error, Result};
@@ -95,7 +95,7 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo<'_>) -> Result<C
     let mut host = Netlink::new().context("failed to open netlink socket")?;
 
     let bridge = ensure_bridge(&mut host, conf)
-        .map_err(|e| prefix(e, &format!("failed to create bridge {:?}", conf.bridge)))?;
+        .context(format!("failed to create bridge {:?}", conf.bridge))?;
 
     let ns = Netns::open(netns_path)
         .context(format!("failed to open netns {:?}", netns_path.display()))?;
@@ -208,44 +208,19 @@ fn add_steps(args: &CmdArgs, conf: &BridgeConf, undo: &mut Undo<'_>) -> Result<C
     Ok(result)
 }
 
-/// Prepends `what` to an error message (keeping its type and code).
-fn prefix(e: Error, what: &str) -> Error {
-    match e {
-        Error::Netlink { context, source } => Error::Netlink {
-            context: format!("{what}: {context}"),
-            source,
-        },
-        Error::State(m) => Error::State(format!("{what}: {m}")),
-        other => other,
-    }
-}
-
 /// Creates the bridge if needed (an existing one is reused as is, MTU included), checks
 /// that it is a bridge, sets promiscuous mode, `accept_ra=0` and brings it up.
 fn ensure_bridge(nl: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
-    // Look first: the bridge exists on every ADD but a node's first, and a create attempt
-    // that fails with EEXIST costs a round trip under the RTNL lock (which every parallel
-    // ADD contends for) before the lookup we need anyway. Same outcome as create-then-
-    // lookup: a missing bridge is created, then read back.
-    let br = match nl
-        .link_by_name(&conf.bridge)
-        .context(format!("could not lookup {:?}", conf.bridge))?
-    {
-        Some(link) => check_bridge(link, &conf.bridge)?,
-        None => {
-            match nl.create_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering()) {
-                // EEXIST: a parallel ADD made it since our lookup.
-                Err(e) if !e.is_exists() => {
-                    return Err(Error::Netlink {
-                        context: format!("could not add {:?}", conf.bridge),
-                        source: e,
-                    });
-                }
-                _ => {}
-            }
-            bridge_by_name(nl, &conf.bridge)?
-        }
-    };
+    let br = nl
+        .ensure_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering())
+        .context(format!("could not add {:?}", conf.bridge))?
+        .ok_or_else(|| {
+            Error::State(format!(
+                "could not lookup {:?}: Link not found",
+                conf.bridge
+            ))
+        })?;
+    let br = check_bridge(br, &conf.bridge)?;
     // VLAN isolation needs a filtering bridge; a kernel before 4.3 creates it without
     // filtering (it ignores the attribute), and a bridge made by someone else may not filter.
     if conf.vlan_filtering() && br.vlan_filtering != Some(true) {
@@ -496,27 +471,18 @@ fn configure_container(
 /// Waits until no IPv6 address of the link is tentative (DAD done); DAD failure is an
 /// error. Only reached with `enabledad`: with DAD off addresses are never tentative.
 fn settle_addresses(cont: &mut Netlink, link: &Link, ifname: &str) -> Result<()> {
-    let deadline = Instant::now() + DAD_TIMEOUT;
-    loop {
-        let addrs = cont
-            .addrs(Some(link.index))
-            .context(format!("could not list addresses of {ifname}"))?;
-        if let Some(a) = addrs.iter().find(|a| a.dadfailed) {
-            return Err(Error::State(format!(
-                "{} could not complete DAD on {ifname}",
-                a.address
-            )));
-        }
-        if !addrs.iter().any(|a| a.tentative && a.address.is_ipv6()) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::State(format!(
-                "link {ifname} still has tentative addresses after {}s",
-                DAD_TIMEOUT.as_secs()
-            )));
-        }
-        std::thread::sleep(DAD_POLL);
+    match cont
+        .settle_addresses(link.index, DAD_TIMEOUT, DAD_POLL)
+        .context(format!("could not list addresses of {ifname}"))?
+    {
+        Settled::Done => Ok(()),
+        Settled::DadFailed(a) => Err(Error::State(format!(
+            "{a} could not complete DAD on {ifname}"
+        ))),
+        Settled::StillTentative => Err(Error::State(format!(
+            "link {ifname} still has tentative addresses after {}s",
+            DAD_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -532,7 +498,7 @@ fn setup_gateways(
     let mut target = bridge.clone();
     if conf.vlan != 0 && !(gws.v4.is_empty() && gws.v6.is_empty()) {
         target = vlan::ensure_gateway_interface(host, bridge, conf)
-            .map_err(|e| prefix(e, "failed to create vlan interface"))?;
+            .context("failed to create vlan interface")?;
         result
             .interfaces
             .push(host_interface(&target.name, target.mac));
@@ -542,15 +508,10 @@ fn setup_gateways(
         (&gws.v6, "net/ipv6/conf/all/forwarding"),
     ] {
         for gw in list {
-            ensure_addr(host, &target, *gw, conf.force_address).map_err(|e| {
-                prefix(
-                    e,
-                    if conf.vlan != 0 {
-                        "failed to set vlan interface for bridge with addr"
-                    } else {
-                        "failed to set bridge addr"
-                    },
-                )
+            ensure_addr(host, &target, *gw, conf.force_address).context(if conf.vlan != 0 {
+                "failed to set vlan interface for bridge with addr"
+            } else {
+                "failed to set bridge addr"
             })?;
         }
         if !list.is_empty() {
@@ -562,49 +523,48 @@ fn setup_gateways(
     Ok(())
 }
 
-/// Go's `ensureAddr`: the gateway address on the bridge. Another IPv4 address (or an
-/// overlapping IPv6 one) is a conflict, removed with `forceAddress`, an error otherwise.
-/// Non-overlapping IPv6 addresses may coexist.
+/// Go's `ensureAddr`: the gateway address on the bridge ([`Netlink::ensure_addr`]), then
+/// the bridge MAC pinned ([`pin_mac`]) when the address is new. An address already there
+/// leaves the MAC alone, unless an ADD killed after adding the address but before pinning
+/// left it floating (the reference never pins it then, plugins#1265).
 fn ensure_addr(nl: &mut Netlink, link: &Link, gw: IpNetwork, force: bool) -> Result<()> {
-    let addrs = nl
-        .addrs(Some(link.index))
-        .context("could not get list of IP addresses")?;
-    for a in addrs.iter().filter(|a| a.address.is_ipv4() == gw.is_ipv4()) {
-        if a.address == gw {
-            return Ok(());
-        }
-        let overlaps = a.address.contains(gw.ip()) || gw.contains(a.address.ip());
-        if gw.is_ipv4() || overlaps {
-            if force {
-                nl.del_addr(link.index, a.address)
-                    .context(format!("could not remove IP address from {:?}", link.name))?;
-            } else {
-                return Err(Error::State(format!(
-                    "{:?} already has an IP address different from {gw}",
-                    link.name
-                )));
-            }
-        }
+    match nl
+        .ensure_addr(link.index, gw, force)
+        .context(format!("could not set IP address {gw} on {:?}", link.name))?
+    {
+        Ensured::Conflict(_) => Err(Error::State(format!(
+            "{:?} already has an IP address different from {gw}",
+            link.name
+        ))),
+        Ensured::Present if mac_pinned(&link.name) != Some(false) => Ok(()),
+        Ensured::Present | Ensured::Added => pin_mac(nl, link),
     }
-    match nl.add_addr(link.index, gw) {
-        Err(e) if !e.is_exists() => {
-            return Err(Error::Netlink {
-                context: format!("could not add IP address to {:?}", link.name),
-                source: e,
-            });
-        }
-        _ => {}
-    }
-    // Pin the bridge MAC: otherwise the bridge takes the lowest MAC of its ports, and it
-    // changes as pods come and go (the gateway's MAC in every pod's ARP cache goes stale).
-    if let Some(mac) = refresh(nl, link)?.mac {
+}
+
+/// Pins the bridge's MAC to its current value: otherwise the bridge takes the lowest MAC of
+/// its ports, and it changes as pods come and go (the gateway's MAC in every pod's ARP cache
+/// goes stale; CHECK finds the bridge's MAC changed). A bridge without ports has no MAC
+/// (all zeros) to pin.
+fn pin_mac(nl: &mut Netlink, link: &Link) -> Result<()> {
+    if let Some(mac) = refresh(nl, link)?.mac.filter(|m| *m != [0; 6]) {
         nl.set_mac(link.index, mac)
             .context(format!("could not set {:?} mac", link.name))?;
     }
     Ok(())
 }
 
-/// Waits until the host veth is operationally UP, i.e. the bridge port forwards.
+/// Whether `name`'s MAC was set explicitly (`NET_ADDR_SET`, 3, in sysfs' `addr_assign_type`,
+/// Linux 3.9), so that the kernel keeps it. None when sysfs cannot tell (not mounted for this
+/// netns): then it is left as it is, as the reference does. Not asked over netlink, which does
+/// not report it; setting the MAC on every ADD instead would flush the node's neighbour
+/// entries on the bridge each time (`NETDEV_CHANGEADDR`).
+fn mac_pinned(name: &str) -> Option<bool> {
+    let t = std::fs::read_to_string(format!("/sys/class/net/{name}/addr_assign_type")).ok()?;
+    Some(t.trim() == "3")
+}
+
+/// Waits until the host veth is operationally UP, i.e. the bridge port forwards (see
+/// [`Netlink::wait_oper_up`]).
 ///
 /// Why wait at all: with both ends admin-up the veth has carrier at once, but the
 /// operstate and the bridge port's transition to forwarding are applied by the kernel's
@@ -615,18 +575,26 @@ fn ensure_addr(nl: &mut Netlink, link: &Link, gw: IpNetwork, force: bool) -> Res
 /// and then poll the netlink state every 2 ms, bounded by the reference's total budget,
 /// failing with its message if the port never comes up.
 fn wait_port_up(host: &mut Netlink, veth: &Link) -> Result<Link> {
-    let deadline = Instant::now() + PORT_UP_TIMEOUT;
-    loop {
-        let link = refresh(host, veth)?;
-        if link.oper_up {
-            return Ok(link);
+    let start = Instant::now();
+    let waited = host
+        .wait_oper_up(veth.index, PORT_UP_TIMEOUT, PORT_UP_POLL)
+        .context(format!("failed to lookup {:?}", veth.name))?;
+    match waited {
+        Waited::Up { link, polls } => {
+            log::debug!(
+                "{} up after {polls} waits ({:?})",
+                veth.name,
+                start.elapsed()
+            );
+            Ok(link)
         }
-        if Instant::now() >= deadline {
-            return Err(Error::State(format!(
-                "bridge port in error state: {}",
-                if link.up { "down" } else { "admin down" }
-            )));
-        }
-        std::thread::sleep(PORT_UP_POLL);
+        Waited::TimedOut(link) => Err(Error::State(format!(
+            "bridge port in error state: {}",
+            if link.up { "down" } else { "admin down" }
+        ))),
+        Waited::Gone => Err(Error::State(format!(
+            "failed to lookup {:?}: link not found",
+            veth.name
+        ))),
     }
 }

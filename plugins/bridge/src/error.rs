@@ -116,10 +116,27 @@ impl From<Error> for CniError {
     }
 }
 
-/// Adds "what we were doing" to errors of the crates we build on.
+/// Adds "what we were doing" to an error: of the crates we build on (wrapped), or our own
+/// (prepended to its message, keeping its type and code). The one way errors get context.
 pub trait Context<T> {
     /// Wraps the error with `context`.
     fn context(self, context: impl Into<String>) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T> {
+    fn context(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|e| {
+            let what = context.into();
+            match e {
+                Error::Netlink { context, source } => Error::Netlink {
+                    context: format!("{what}: {context}"),
+                    source,
+                },
+                Error::State(m) => Error::State(format!("{what}: {m}")),
+                other => other,
+            }
+        })
+    }
 }
 
 impl<T> Context<T> for std::result::Result<T, netlink::Error> {

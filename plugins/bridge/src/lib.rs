@@ -15,6 +15,7 @@ pub mod del;
 pub mod error;
 pub mod gc;
 pub mod result;
+pub mod status;
 pub mod undo;
 pub mod vlan;
 
@@ -26,6 +27,8 @@ use cni::skel::{AddOutput, CmdArgs, Plugin};
 pub struct Bridge;
 
 impl Plugin for Bridge {
+    const NAME: &'static str = "bridge";
+
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
         Ok(add::add(args)?.into())
     }
@@ -39,18 +42,10 @@ impl Plugin for Bridge {
     }
 
     fn status(&self, args: &CmdArgs) -> Result<(), CniError> {
-        Ok(gc::status(args)?)
+        Ok(status::status(args)?)
     }
 
     fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
         Ok(gc::gc(args)?)
-    }
-}
-
-/// What VERSION reports.
-pub fn info() -> cni::skel::PluginInfo {
-    cni::skel::PluginInfo {
-        about: format!("CNI bridge plugin rcni v{}", env!("CARGO_PKG_VERSION")),
-        supported: cni::version::SUPPORTED,
     }
 }

@@ -28,6 +28,7 @@ use flannel_state::subnet_env::SubnetEnv;
 const GC_KEYS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
 
 /// The flannel plugin (stateless: all state is on disk).
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Flannel;
 
 /// A delegate config ready to send: its plugin type and its exact bytes.
@@ -159,6 +160,8 @@ impl Drop for AddUndo<'_> {
 }
 
 impl Plugin for Flannel {
+    const NAME: &'static str = "flannel";
+
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
         let conf = FlannelConf::parse(&args.stdin)?;
         let (dc, _) = DelegateConf::build(&conf)?;

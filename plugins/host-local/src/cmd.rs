@@ -13,9 +13,12 @@ use crate::dns;
 use crate::error::PluginError;
 
 /// The plugin (stateless: everything lives in the store).
+#[derive(Debug, Default, Clone, Copy)]
 pub struct HostLocal;
 
 impl Plugin for HostLocal {
+    const NAME: &'static str = "host-local";
+
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
         Ok(add(args)?.into())
     }
@@ -222,10 +225,7 @@ mod tests {
                 .find(|(n, v)| *n == k && !v.is_empty())
                 .map(|(_, v)| (*v).to_owned())
         };
-        let info = cni::skel::PluginInfo {
-            about: "test".into(),
-            supported: cni::version::SUPPORTED,
-        };
+        let info = cni::skel::PluginInfo::named("host-local");
         let stdin = conf.to_string();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = cni::skel::dispatch(

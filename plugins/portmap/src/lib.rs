@@ -35,6 +35,8 @@ use crate::error::{Context, Error, Result};
 pub struct Portmap;
 
 impl Plugin for Portmap {
+    const NAME: &'static str = "portmap";
+
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
         Ok(add(args)?)
     }
@@ -56,14 +58,6 @@ impl Plugin for Portmap {
 
     fn gc(&self, args: &CmdArgs) -> Result<(), CniError> {
         Ok(gc(args)?)
-    }
-}
-
-/// What VERSION reports.
-pub fn info() -> cni::skel::PluginInfo {
-    cni::skel::PluginInfo {
-        about: format!("CNI portmap plugin rcni v{}", env!("CARGO_PKG_VERSION")),
-        supported: cni::version::SUPPORTED,
     }
 }
 

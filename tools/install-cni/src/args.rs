@@ -12,37 +12,27 @@ pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_CONF_NAME: &str = "10-flannel.conflist";
 /// Where kube-flannel mounts its ConfigMap's `cni-conf.json`.
 pub const DEFAULT_CONF_FILE: &str = "/etc/kube-flannel/cni-conf.json";
-/// The binaries flannel needs on a node (flannel delegates to bridge, which calls host-local;
-/// runtimes call loopback for `lo`; kube-flannel chains portmap), and rcni-doctor, for the
-/// operator of that node.
-pub const DEFAULT_PLUGINS: &[&str] = &[
-    "host-local",
-    "loopback",
-    "bridge",
-    "flannel",
-    "portmap",
-    "rcni-doctor",
-];
-
 pub const USAGE: &str = "\
 usage: install-cni [options]
 
-Installs the CNI plugin binaries and a CNI config onto a node, as kube-flannel's
+Installs the CNI plugins and a CNI config onto a node, as kube-flannel's
 install-cni container does (cp -f /flannel /opt/cni/bin/flannel; cp -f
-/etc/kube-flannel/cni-conf.json /etc/cni/net.d/10-flannel.conflist), but safely:
-every file is written to a temporary name in its target directory, fsynced and
-renamed, so a kubelet never execs half a binary or reads half a config. The
-config is validated first; a bad one is refused and nothing is installed.
-Identical files are left alone. Binaries are installed before the config.
+/etc/kube-flannel/cni-conf.json /etc/cni/net.d/10-flannel.conflist), but safely.
+The plugins are one binary, rcni, installed once, and a symlink to it under each
+plugin's name (bridge -> rcni, ...), which replaces whatever held that name (an
+older per-plugin copy, the reference's binary). Every file and link is made
+under a temporary name in its target directory (files fsynced) and renamed into
+place, so a kubelet never execs half a binary or reads half a config. The config
+is validated first; a bad one is refused and nothing is installed. What is
+already in place is left alone. Binaries are installed before the config.
 
 options (each also read from the environment variable shown; flags win):
-  --src-dir DIR     where the plugin binaries are       [INSTALL_CNI_SRC_DIR]
+  --src-dir DIR     where the rcni binary is            [INSTALL_CNI_SRC_DIR]
                     (default: the directory of this executable)
-  --bin-dir DIR     where to install them               [INSTALL_CNI_BIN_DIR]
+  --bin-dir DIR     where to install it                 [INSTALL_CNI_BIN_DIR]
                     (default: /opt/cni/bin)
-  --plugins LIST    comma-separated binaries to install [INSTALL_CNI_PLUGINS]
-                    (default: host-local,loopback,bridge,flannel,portmap,
-                    rcni-doctor; \"\" = none)
+  --plugins LIST    comma-separated names to install    [INSTALL_CNI_PLUGINS]
+                    (default: every plugin, and rcni-doctor; \"\" = none)
   --conf-file FILE  the CNI config to install          [INSTALL_CNI_CONF_FILE]
                     (default: /etc/kube-flannel/cni-conf.json)
   --conf-dir DIR    where to install it                 [INSTALL_CNI_CONF_DIR]
@@ -64,7 +54,8 @@ pub struct Options {
     /// None: the directory of the running executable.
     pub src_dir: Option<PathBuf>,
     pub bin_dir: PathBuf,
-    pub plugins: Vec<String>,
+    /// The names to install; None: every name the binary holds for a node.
+    pub plugins: Option<Vec<String>>,
     /// None: `--no-conf`.
     pub conf_file: Option<PathBuf>,
     pub conf_dir: PathBuf,
@@ -77,7 +68,7 @@ impl Default for Options {
         Options {
             src_dir: None,
             bin_dir: PathBuf::from(DEFAULT_BIN_DIR),
-            plugins: DEFAULT_PLUGINS.iter().map(|s| (*s).to_owned()).collect(),
+            plugins: None,
             conf_file: Some(PathBuf::from(DEFAULT_CONF_FILE)),
             conf_dir: PathBuf::from(DEFAULT_CONF_DIR),
             conf_name: DEFAULT_CONF_NAME.to_owned(),
@@ -105,7 +96,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
         o.bin_dir = PathBuf::from(v);
     }
     if let Some(v) = env("INSTALL_CNI_PLUGINS") {
-        o.plugins = plugin_list(&v)?;
+        o.plugins = Some(plugin_list(&v)?);
     }
     if let Some(v) = env("INSTALL_CNI_CONF_FILE").filter(|v| !v.is_empty()) {
         o.conf_file = Some(PathBuf::from(v));
@@ -138,7 +129,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Ac
             "-V" | "--version" => return Ok(Action::Version),
             "--src-dir" => o.src_dir = Some(PathBuf::from(nonempty(flag, value(flag)?)?)),
             "--bin-dir" => o.bin_dir = PathBuf::from(nonempty(flag, value(flag)?)?),
-            "--plugins" => o.plugins = plugin_list(&value(flag)?)?,
+            "--plugins" => o.plugins = Some(plugin_list(&value(flag)?)?),
             "--conf-file" => o.conf_file = Some(PathBuf::from(nonempty(flag, value(flag)?)?)),
             "--conf-dir" => o.conf_dir = PathBuf::from(nonempty(flag, value(flag)?)?),
             "--conf-name" => o.conf_name = nonempty(flag, value(flag)?)?,
@@ -224,17 +215,7 @@ mod tests {
             o.conf_file,
             Some(PathBuf::from("/etc/kube-flannel/cni-conf.json"))
         );
-        assert_eq!(
-            o.plugins,
-            [
-                "host-local",
-                "loopback",
-                "bridge",
-                "flannel",
-                "portmap",
-                "rcni-doctor"
-            ]
-        );
+        assert_eq!(o.plugins, None, "every name the binary holds");
         assert_eq!(o.src_dir, None);
         assert!(!o.sleep);
     }
@@ -255,7 +236,7 @@ mod tests {
         ]);
         assert_eq!(o.src_dir, Some(PathBuf::from("/s")));
         assert_eq!(o.bin_dir, PathBuf::from("/b"));
-        assert_eq!(o.plugins, ["flannel", "bridge"]);
+        assert_eq!(o.plugins, Some(vec!["flannel".into(), "bridge".into()]));
         assert_eq!(o.conf_file, Some(PathBuf::from("/c.json")));
         assert_eq!(o.conf_dir, PathBuf::from("/d"));
         assert_eq!(o.conf_name, "99-x.conf");
@@ -265,7 +246,7 @@ mod tests {
     #[test]
     fn empty_plugin_list_and_no_conf() {
         let o = opts(&["--plugins", "", "--no-conf"]);
-        assert!(o.plugins.is_empty());
+        assert_eq!(o.plugins, Some(vec![]));
         assert_eq!(o.conf_file, None);
         // The last of --conf-file / --no-conf wins.
         assert_eq!(opts(&["--conf-file", "/x", "--no-conf"]).conf_file, None);
@@ -318,7 +299,7 @@ mod tests {
         };
         assert_eq!(o.bin_dir, PathBuf::from("/env-bin"));
         assert_eq!(o.conf_dir, PathBuf::from("/flag"));
-        assert_eq!(o.plugins, ["flannel"]);
+        assert_eq!(o.plugins, Some(vec!["flannel".into()]));
         assert!(o.sleep);
         let bad = |k: &str| (k == "INSTALL_CNI_SLEEP").then(|| "maybe".to_owned());
         assert!(parse(&[], &bad).is_err());

@@ -14,9 +14,9 @@ pub enum Error {
     #[error("cannot find the directory of the install-cni executable (pass --src-dir): {0}")]
     SelfDir(#[source] io::Error),
 
-    /// A plugin to install is missing from the source directory.
-    #[error("plugin {name:?} not found: {path} ({source}); pass --src-dir or --plugins")]
-    MissingPlugin {
+    /// The binary to install is missing from the source directory.
+    #[error("{name:?} not found: {path} ({source}); pass --src-dir, or --plugins=\"\"")]
+    MissingBinary {
         name: String,
         path: PathBuf,
         #[source]

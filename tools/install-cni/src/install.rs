@@ -2,13 +2,14 @@
 //! name, linked in place when new or renamed over the old file, then one fsync of the
 //! directory. A reader (kubelet, containerd, a runtime exec'ing a plugin) sees either the old
 //! file or the new one, never a partial one, even across a crash or a power cut; and a running
-//! binary is replaced without `ETXTBSY`.
+//! binary is replaced without `ETXTBSY`. The plugin names are symlinks installed the same way
+//! ([`install_link`]): made under a temporary name, renamed over the old name.
 
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atomic_file::Durability;
 
@@ -28,7 +29,7 @@ pub const BIN_MODE: u32 = 0o755;
 /// Mode of installed configs.
 pub const CONF_MODE: u32 = 0o644;
 
-/// Prefix of the temp files of earlier versions, which held no lock.
+/// Prefix of the temp files of earlier versions, which held no lock, and of temporary links.
 const LEGACY_TEMP_PREFIX: &str = ".install-cni.";
 
 /// Installs `contents` as `dir/name` with `mode`, atomically; creates `dir` (0755) when
@@ -61,6 +62,78 @@ pub fn install_file(contents: &[u8], dir: &Path, name: &str, mode: u32) -> Resul
     Ok(Outcome::Installed)
 }
 
+/// Makes `dir/name` a symlink to `target` (a name in the same directory, so the link holds
+/// wherever the directory is mounted), atomically: the link is made under a temporary name
+/// and renamed over whatever `dir/name` is (an older per-plugin binary, a reference plugin,
+/// a link elsewhere), so a runtime looking the name up finds the old file or the new link,
+/// never nothing; a process running the old file keeps it. Nothing is done when `dir/name`
+/// already is that link. The caller syncs the directory ([`sync_bin_dir`]).
+pub fn install_link(dir: &Path, name: &str, target: &str) -> Result<Outcome, Error> {
+    let path = dir.join(name);
+    let fail = |step: &'static str| {
+        let target = path.clone();
+        move |source: io::Error| Error::Install {
+            target,
+            step,
+            source,
+        }
+    };
+    match fs::read_link(&path) {
+        Ok(t) if t == Path::new(target) => return Ok(Outcome::Unchanged),
+        Ok(_) => {}
+        // Absent, or not a symlink (EINVAL): replaced below.
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::InvalidInput => {}
+        Err(e) => return Err(fail("reading the current name")(e)),
+    }
+    let temp = make_temp_link(dir, name, target).map_err(fail("making the link"))?;
+    if let Err(e) = fs::rename(&temp, &path) {
+        let _ = fs::remove_file(&temp);
+        return Err(fail("putting the link in place")(e));
+    }
+    Ok(Outcome::Installed)
+}
+
+/// A symlink to `target` under a fresh hidden name in `dir` (the prefix that
+/// [`remove_stale_temps`] removes once old: a link cannot be locked). Two installers may run
+/// at once with the same pid (each PID 1 of its own container during a rollout): the name
+/// also holds the time, and a taken name is retried.
+fn make_temp_link(dir: &Path, name: &str, target: &str) -> io::Result<std::path::PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    make_temp_link_stamped(dir, name, target, nanos)
+}
+
+fn make_temp_link_stamped(
+    dir: &Path,
+    name: &str,
+    target: &str,
+    nanos: u32,
+) -> io::Result<std::path::PathBuf> {
+    let mut attempt = 0u32;
+    loop {
+        let temp = dir.join(format!(
+            "{LEGACY_TEMP_PREFIX}{name}.{}.{nanos}.{attempt}",
+            std::process::id()
+        ));
+        match std::os::unix::fs::symlink(target, &temp) {
+            Ok(()) => return Ok(temp),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Makes the names installed in the bin dir durable.
+pub fn sync_bin_dir(dir: &Path) -> Result<(), Error> {
+    atomic_file::sync_dir(dir).map_err(|source| Error::Install {
+        target: dir.to_path_buf(),
+        step: "syncing the directory",
+        source,
+    })
+}
+
 /// Same bytes and same permission bits (a regular file, not a symlink or directory).
 fn is_up_to_date(target: &Path, contents: &[u8], mode: u32) -> io::Result<bool> {
     let meta = match fs::symlink_metadata(target) {
@@ -77,8 +150,8 @@ fn is_up_to_date(target: &Path, contents: &[u8], mode: u32) -> io::Result<bool> 
     Ok(fs::read(target)? == contents)
 }
 
-/// Earlier versions' temporary files older than this are leftovers of a killed run, not of a
-/// concurrent one (they held no lock).
+/// Earlier versions' temporary files, and temporary links, older than this are leftovers of
+/// a killed run, not of a concurrent one (they hold no lock).
 pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 
 /// Removes the temporary files that killed runs left in `dir` (best effort): ours as soon as
@@ -196,6 +269,74 @@ mod tests {
         );
         assert_eq!(entries(t.path()), ["x"]);
         assert!(t.path().join("x/inner").is_dir());
+    }
+
+    #[test]
+    fn link_replaces_a_file_or_another_link_and_is_idempotent() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path();
+        fs::write(dir.join("rcni"), b"multi").expect("write");
+        fs::write(dir.join("bridge"), b"old per-plugin binary").expect("write");
+        // A process running the old file keeps it: the name is replaced, not the file.
+        let mut old = File::open(dir.join("bridge")).expect("open");
+        assert_eq!(
+            install_link(dir, "bridge", "rcni").expect("link"),
+            Outcome::Installed
+        );
+        assert_eq!(
+            fs::read_link(dir.join("bridge")).expect("readlink"),
+            Path::new("rcni")
+        );
+        assert_eq!(fs::read(dir.join("bridge")).expect("read"), b"multi");
+        let mut s = String::new();
+        io::Read::read_to_string(&mut old, &mut s).expect("read");
+        assert_eq!(s, "old per-plugin binary");
+        assert_eq!(
+            install_link(dir, "bridge", "rcni").expect("again"),
+            Outcome::Unchanged
+        );
+        std::os::unix::fs::symlink("/usr/lib/cni/flannel", dir.join("flannel")).expect("link");
+        assert_eq!(
+            install_link(dir, "flannel", "rcni").expect("link"),
+            Outcome::Installed
+        );
+        assert_eq!(
+            fs::read_link(dir.join("flannel")).expect("readlink"),
+            Path::new("rcni")
+        );
+        assert_eq!(entries(dir), ["bridge", "flannel", "rcni"]);
+    }
+
+    #[test]
+    fn a_taken_temp_link_name_is_retried() {
+        let t = tempfile::tempdir().expect("tempdir");
+        // Another installer (same pid in its own container, same instant) holds the name.
+        let first = make_temp_link_stamped(t.path(), "x", "other", 7).expect("first");
+        let second = make_temp_link_stamped(t.path(), "x", "rcni", 7).expect("second");
+        assert_ne!(first, second);
+        let name = second
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(".install-cni.x.") && name.ends_with(".7.1"),
+            "{name}"
+        );
+        assert_eq!(fs::read_link(&first).expect("readlink"), Path::new("other"));
+        assert_eq!(fs::read_link(&second).expect("readlink"), Path::new("rcni"));
+    }
+
+    #[test]
+    fn link_over_a_directory_fails_and_leaves_no_temp() {
+        let t = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(t.path().join("bridge/inner")).expect("mkdir");
+        let err = install_link(t.path(), "bridge", "rcni").expect_err("must fail");
+        assert!(
+            err.to_string().contains("putting the link in place"),
+            "{err}"
+        );
+        assert_eq!(entries(t.path()), ["bridge"]);
     }
 
     #[test]

@@ -23,11 +23,12 @@ pub mod report;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use flannel_state::{SubnetEnv, SubnetEnvError};
 use ipam_store::{DiskStore, Entry};
 
-use crate::args::Options;
+use crate::args::{Action, Options, USAGE};
 use crate::attachments::Runtime;
 use crate::finding::{Outcome, Report};
 use crate::network::{Config, Network};
@@ -164,6 +165,27 @@ pub fn diagnose(ctx: &Context) -> Report {
         context: report::context_lines(ctx),
         checks: checks::all(ctx),
     }
+}
+
+/// The command: `argv` without the program name; the exit code (see `--help`).
+pub fn main(argv: &[String]) -> ExitCode {
+    let opts = match args::parse(argv) {
+        Ok(Action::Check(o)) => o,
+        Ok(Action::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Action::Version) => {
+            println!("rcni-doctor rcni v{}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("rcni-doctor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = run(&opts, &mut std::io::stdout(), &mut std::io::stderr());
+    ExitCode::from(code)
 }
 
 /// The whole program after argument parsing: check, print, maybe fix and check again.

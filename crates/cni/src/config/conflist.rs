@@ -250,11 +250,12 @@ fn network_name(top: &Map<String, Value>) -> Result<String, String> {
     Ok(name.clone())
 }
 
-/// `key` as a spec version our plugins speak; `""` when absent.
+/// `key` as a spec version our plugins speak; `""` when absent or empty (both read as 0.1.0,
+/// by libcni and by our dispatcher).
 fn version(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
     match obj.get(key) {
         None => Ok(String::new()),
-        Some(Value::String(v)) if SUPPORTED.contains(&v.as_str()) => Ok(v.clone()),
+        Some(Value::String(v)) if v.is_empty() || SUPPORTED.contains(&v.as_str()) => Ok(v.clone()),
         Some(Value::String(v)) => Err(format!(
             "\"{key}\" {v:?} is not a CNI version the plugins support ({})",
             SUPPORTED.join(", ")
@@ -321,6 +322,23 @@ mod tests {
         assert_eq!(l.cni_version, "0.3.1");
         assert_eq!(l.plugin_types(), ["flannel"]);
         assert!(ConfList::from_bytes(c.as_bytes(), "10-flannel.json").is_ok());
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/netconf/empty-version`): an absent `cniVersion` was
+    /// accepted and an empty one refused, though both mean 0.1.0 to libcni and to our
+    /// dispatcher; so a list, once loaded and written out, no longer loaded.
+    #[test]
+    fn an_empty_version_is_an_absent_one() {
+        for c in [
+            r#"{"name":"lo","type":"loopback"}"#,
+            r#"{"name":"lo","type":"loopback","cniVersion":""}"#,
+        ] {
+            let l = ConfList::from_bytes(c.as_bytes(), "99-lo.conf").unwrap();
+            assert_eq!(l.cni_version, "");
+            let again =
+                ConfList::from_bytes(&serde_json::to_vec(&l).unwrap(), "99-lo.conflist").unwrap();
+            assert_eq!(again, l);
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl Fake {
 }
 
 impl Plugin for Fake {
+    const NAME: &'static str = "fake";
     fn add(&self, a: &CmdArgs) -> Result<AddOutput, CniError> {
         self.record(a)?;
         if let Some(v) = &self.raw {
@@ -551,6 +552,7 @@ fn own_netns_is_refused() {
 fn cni_args_are_parsed_leniently() {
     struct ArgsPlugin;
     impl Plugin for ArgsPlugin {
+        const NAME: &'static str = "args";
         fn add(&self, a: &CmdArgs) -> Result<AddOutput, CniError> {
             a.args.check_known(&["IP"])?;
             Ok(CniResult::default().into())

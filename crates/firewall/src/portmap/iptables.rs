@@ -36,8 +36,8 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 
 use super::{Listed, Maker, MarkMasq, PortMapper, Request};
-use crate::hash::{parse_reference_comment, reference_dnat_chain};
 use crate::iptables::{RuleLine, parse_rules, tokenize};
+use crate::naming::{parse_reference_comment, reference_dnat_chain};
 use crate::runner::{Runner, SystemRunner, failed, run_ok};
 use crate::{Attachment, Backend, Error};
 

@@ -71,7 +71,7 @@ use ipnetwork::IpNetwork;
 use netlink::NfNetlink;
 
 use super::{Listed, Maker, MarkMasq, PortMapper, PortMapping, Protocol, Request, conditions};
-use crate::hash::{comment, hash_of_comment, instance_hash, network_hash, reference_dnat_chain};
+use crate::naming::{comment, hash_of_comment, instance_hash, network_hash, reference_dnat_chain};
 use crate::nft::Session;
 use crate::nftables::matches::{self, Dir, Field};
 use crate::nftables::{

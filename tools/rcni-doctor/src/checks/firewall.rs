@@ -426,8 +426,8 @@ impl Rules {
                     container_id: cid.to_owned(),
                     ifname: ifname.to_owned(),
                 };
-                *k == firewall::hash::instance_hash(&att)
-                    || *k == firewall::hash::reference_chain(network, cid)
+                *k == firewall::naming::instance_hash(&att)
+                    || *k == firewall::naming::reference_chain(network, cid)
             }
             Owner::Container {
                 container_id,

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use cni::skel::{AddOutput, CmdArgs, Plugin, PluginInfo};
+use cni::skel::{AddOutput, CmdArgs, Plugin};
 use cni::{CniError, CniResult, Interface, IpConfig, code};
 use ipnetwork::IpNetwork;
 use netlink::{Netlink, Netns};
@@ -115,7 +115,9 @@ fn lo_result(netns: &Path, addrs: Vec<IpNetwork>) -> CniResult {
     }
 }
 
-struct Loopback;
+/// The plugin (stateless).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Loopback;
 
 impl Loopback {
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, LoopbackError> {
@@ -157,6 +159,8 @@ impl Loopback {
 }
 
 impl Plugin for Loopback {
+    const NAME: &'static str = "loopback";
+
     fn add(&self, args: &CmdArgs) -> Result<AddOutput, CniError> {
         Ok(Loopback::add(self, args)?)
     }
@@ -168,15 +172,6 @@ impl Plugin for Loopback {
     fn check(&self, args: &CmdArgs) -> Result<(), CniError> {
         Ok(Loopback::check(self, args)?)
     }
-}
-
-fn main() {
-    cni::init_logging("loopback");
-    let info = PluginInfo {
-        about: format!("CNI loopback plugin rcni v{}", env!("CARGO_PKG_VERSION")),
-        supported: cni::version::SUPPORTED,
-    };
-    cni::skel::run(&Loopback, &info)
 }
 
 #[cfg(test)]

@@ -12,11 +12,4 @@ mod error;
 mod plugin;
 mod store;
 
-fn main() {
-    cni::init_logging("flannel");
-    let info = cni::skel::PluginInfo {
-        about: format!("CNI flannel plugin rcni v{}", env!("CARGO_PKG_VERSION")),
-        supported: cni::version::SUPPORTED,
-    };
-    cni::skel::run(&plugin::Flannel, &info)
-}
+pub use plugin::Flannel;
