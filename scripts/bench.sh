@@ -259,11 +259,15 @@ floor() {
   for i in $(seq 1 "$k"); do ip netns del "$prefix-$i"; done
 }
 
-# grow IMPL BINDIR MASQ IDX (pod namespaces made once, shared by every growth run)
+# grow IMPL BINDIR MASQ IDX. Each run gets pod namespaces of its own, made fresh: what a
+# plugin leaves in a pod netns (its /proc/sys/net dentries) must not make the next run's
+# lookups slower or faster.
 grow() {
   local impl=$1 bindir=$2 masq=$3 idx=$4
   for k in 0 1 2 3; do conf "$impl" "$masq" "$idx" "$k" >"$WORK/g$impl$idx-$k.json"; done
+  for i in $(seq 1 "$GROWTH"); do ip netns add "$TAG-gp-$i"; done
   ip netns exec "$NODE" "$WORK/grow.sh" "$bindir" "$WORK/g$impl$idx-" "$TAG-gp" "$GROWTH" "$WORK/g$impl$idx"
+  for i in $(seq 1 "$GROWTH"); do ip netns del "$TAG-gp-$i"; done
 }
 
 echo "rcni benchmark: bridge + host-local, flannel chain; $N sequential pods, bursts of $BURST and $BIG concurrent pods, growth to $GROWTH pods"
@@ -291,7 +295,6 @@ rss chain "$OURS/flannel" "$WORK/flours.json"
 rss ref "$REF/bridge" "$WORK/rssref.json"
 if [ "$GROWTH" != 0 ]; then
   ip netns exec "$NODE" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-  for i in $(seq 1 "$GROWTH"); do ip netns add "$TAG-gp-$i"; done
   idx=0
   for masq in false true nftables; do
     idx=$((idx + 1))

@@ -5,8 +5,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage, State,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
 
 use crate::{Netlink, Netns, Result};
@@ -359,6 +359,23 @@ impl Netlink {
         let mut msg = set_message(idx);
         msg.attributes.push(LinkAttribute::Mtu(mtu));
         self.set_link(msg, || format!("set link {idx} mtu {mtu}"))
+    }
+
+    /// Turns the link's IPv4 `arp_notify` on (a gratuitous ARP when it comes up or changes its
+    /// MAC), as `net/ipv4/conf/<link>/arp_notify` would, but over netlink (`IFLA_INET_CONF`,
+    /// Linux 2.6.37): a `/proc/sys/net` lookup in a fresh pod netns costs a walk over one
+    /// dentry per netns that ever looked the same name up, which grows with the pods a node
+    /// ever ran (about 3 ms at 1000 pods), this message does not.
+    pub fn enable_arp_notify(&mut self, idx: u32) -> Result<()> {
+        // Only the attributes set to non-zero are sent: the others are left as they are.
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        let mut msg = set_message(idx);
+        msg.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::DevConfRequest(conf),
+            ])]));
+        self.set_link(msg, || format!("set link {idx} arp_notify 1"))
     }
 
     /// Sets the hardware address.

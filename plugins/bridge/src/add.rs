@@ -292,7 +292,7 @@ fn create_veth(
             Ok(()) => {
                 undo.push(Action::DeleteHostVeth(host_name.clone()));
                 let host_link = lookup(host, &host_name)?;
-                let cont = enter_pod(ns, ifname, conf)?;
+                let cont = enter_pod(ns)?;
                 return Ok((host_link, cont));
             }
             Err(e) if e.is_exists() => {
@@ -318,35 +318,17 @@ fn create_veth(
     )))
 }
 
-/// One thread visit to the pod netns, right after the veth exists: opens the pod's netlink
-/// socket and writes the container interface's sysctls that do not depend on the IPAM
-/// result (DAD, ARP notify; best effort, as the reference). A thread that enters a netns
-/// costs a spawn, a `setns` and a join; doing these here instead of on a second thread
-/// after IPAM leaves that second visit to IPv6 pods only. The values are the same and are
-/// still written before the link is up and addressed; with a failed IPAM the veth is
-/// deleted anyway.
-fn enter_pod(ns: &Netns, ifname: &str, conf: &BridgeConf) -> Result<Netlink> {
-    // Without IPAM (layer 2) the reference writes none of these.
-    let layer3 = conf.is_layer3();
-    let enable_dad = conf.enable_dad;
-    netns::run_in(ns, || -> netlink::Result<Netlink> {
-        let nl = Netlink::new()?;
-        if layer3 {
-            if enable_dad {
-                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
-                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
-            } else {
-                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
-            }
-            best_effort_sysctl(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-        }
-        Ok(nl)
-    })
-    .and_then(|r| r)
-    .context(format!(
-        "failed to open netlink in netns {:?}",
-        ns.path().display()
-    ))
+/// Opens the pod's netlink socket, on a thread that enters the pod netns for it. Nothing
+/// else is done there: the container side is set up over that socket. The sysctls the
+/// reference writes in the pod are IPv6 ones, written only for a pod with an IPv6 address
+/// ([`configure_container`]), and `arp_notify`, sent over netlink.
+fn enter_pod(ns: &Netns) -> Result<Netlink> {
+    netns::run_in(ns, || -> netlink::Result<Netlink> { Netlink::new() })
+        .and_then(|r| r)
+        .context(format!(
+            "failed to open netlink in netns {:?}",
+            ns.path().display()
+        ))
 }
 
 fn best_effort_sysctl(key: &str, v: &str) {
@@ -400,12 +382,21 @@ fn configure_container(
 ) -> Result<()> {
     let has_v6 = result.ips.iter().any(|ip| ip.address.is_ipv6());
     let enable_dad = conf.enable_dad;
-    // The DAD and ARP sysctls were written by `enter_pod`; only the IPv6 ones, which
-    // depend on the IPAM result, need this second thread in the pod netns
-    // (/proc/sys/net is per netns of the opening thread). Only `disable_ipv6` is fatal,
-    // as in the reference.
+    // The IPv6 sysctls need a thread in the pod netns (/proc/sys/net is the opening
+    // thread's netns), and are written for a pod with an IPv6 address only. The reference
+    // writes the DAD ones for every pod; for a pod without IPv6 they only concern its
+    // link-local address, and each first `/proc/sys/net` lookup in a pod netns costs a
+    // walk over one dentry per netns that looked the same name up before (about 3 ms at
+    // 1000 pods), so a node's 1000th pod would cost 2-3× its first. Only `disable_ipv6`
+    // is fatal, as in the reference.
     if has_v6 {
         netns::run_in(ns, || -> Result<()> {
+            if enable_dad {
+                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1");
+                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "1");
+            } else {
+                best_effort_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
+            }
             for iface in ["lo", ifname] {
                 sysctl::ensure(&format!("net/ipv6/conf/{iface}/disable_ipv6"), "0")
                     .context(format!("failed to enable IPv6 for interface {iface:?}"))?;
@@ -417,6 +408,10 @@ fn configure_container(
         .context("failed to enter the container netns")??;
     }
 
+    // Best effort, as the reference's sysctl write.
+    if let Err(e) = cont.enable_arp_notify(link.index) {
+        log::debug!("arp_notify on {ifname}: {e}");
+    }
     cont.set_up(link.index)
         .context(format!("failed to set {ifname:?} UP"))?;
     let (mut v4gw, mut v6gw) = (None, None);
