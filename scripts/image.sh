@@ -42,7 +42,7 @@ if [ "$revision" != unknown ] && ! git diff --quiet HEAD -- 2>/dev/null; then
 fi
 
 # The build context: bin/ gets exactly what install-cni installs from target/bin, laid out as
-# it installs them (so no test helper such as rcni-echo gets in), then install-cni itself
+# it installs them (rcni and a link per name), then install-cni itself
 # (-P: a symlink stays a symlink, as do the installed links; the COPY keeps them too).
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/rcni-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT

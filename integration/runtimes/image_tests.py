@@ -33,12 +33,12 @@ MANIFEST = os.path.join(REPO, "conf-examples", "kube-flannel-rcni.yml")
 STOCK_CONFLIST = os.path.join(REPO, "conf-examples", "10-flannel.conflist")
 TARGET_BIN = os.path.join(REPO, "target", "bin")
 ENTRYPOINT = "/opt/rcni/bin/install-cni"
-# What install-cni puts on a node: the plugins kube-flannel's conflist needs (flannel, then
-# portmap; flannel's delegates bridge and host-local; loopback for the runtime) and the doctor.
-INSTALLED = ["bridge", "flannel", "host-local", "loopback", "portmap", "rcni-doctor"]
+# What install-cni puts on a node: the rcni binary, and a link to it for each plugin
+# kube-flannel's conflist needs (flannel, then portmap; flannel's delegates bridge and
+# host-local; loopback for the runtime) and for the doctor.
+INSTALLED = ["bridge", "flannel", "host-local", "loopback", "portmap", "rcni", "rcni-doctor"]
+# The image also holds install-cni (its entry point, a link to rcni): exactly target/bin.
 IMAGE_BINARIES = INSTALLED + ["install-cni"]
-# A test helper that scripts/build.sh also puts in target/bin: never in the image.
-TEST_HELPER = "rcni-echo"
 POD_HOST_PORT = 18083
 
 
@@ -264,8 +264,8 @@ def build_and_archive():
         root = image_root(pm, n.tag)
         want = ["opt", "opt/rcni", "opt/rcni/bin"] + [f"opt/rcni/bin/{b}" for b in IMAGE_BINARIES]
         check(tree(root) == sorted(want), f"image holds {tree(root)}")
-        check(os.path.exists(os.path.join(TARGET_BIN, TEST_HELPER)),
-              f"{TEST_HELPER} not in target/bin: the exclusion below checks nothing")
+        check(sorted(os.listdir(TARGET_BIN)) == sorted(IMAGE_BINARIES),
+              f"target/bin holds {sorted(os.listdir(TARGET_BIN))}, the image {IMAGE_BINARIES}")
         for b in IMAGE_BINARIES:
             p = os.path.join(root, "opt/rcni/bin", b)
             check(stat.S_IMODE(os.stat(p).st_mode) == 0o755, f"{b}: mode {oct(os.stat(p).st_mode)}")
@@ -459,7 +459,10 @@ def sleep_stops_on_sigterm():
         nspid = [line.split()[1:] for line in open(f"/proc/{pid}/status")
                  if line.startswith("NSpid:")][0]
         check(nspid[-1] == "1", f"install-cni is pid {nspid[-1]} in its container, not 1")
-        check(os.readlink(f"/proc/{pid}/exe").endswith(ENTRYPOINT), "PID 1 is not install-cni")
+        # The entry point is a link to rcni, which runs as the name it was started under.
+        argv0 = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode()
+        check(argv0 == ENTRYPOINT and os.readlink(f"/proc/{pid}/exe").endswith("/opt/rcni/bin/rcni"),
+              f"PID 1 is not install-cni: argv[0] {argv0}, exe {os.readlink(f'/proc/{pid}/exe')}")
         n.pm.podman("stop", "-t", "60", name)
         code = n.pm.podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
         check(code == "0", f"exit code {code} after SIGTERM (137: it ignored SIGTERM)\n{logs()}")
