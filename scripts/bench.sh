@@ -56,6 +56,26 @@ OURS="${OURS:-$PWD/target/bin}"
 REF=/usr/lib/cni
 [ -x "$REF/bridge" ] || { echo "reference plugins missing in $REF" >&2; exit 1; }
 
+# Network namespaces alive in the kernel, the deleted ones whose teardown has not run yet
+# included (empty when the slab is merged away or unreadable).
+netns_alive() { awk '$1 == "net_namespace" { print $2 }' /proc/slabinfo 2>/dev/null; }
+# settle MAX: wait until at most MAX namespaces are alive, or until their number has not
+# dropped for 2 s (a few may outlive their deletion for reasons of their own), at most 120 s.
+# `ip netns del` returns before the kernel tears the namespace down (in a worker, later); a
+# teardown of the previous phase's 1000 namespaces running beside a growth run would skew
+# its first or last 50 ADDs.
+settle() {
+  local max=$1 n last="" still=0 i
+  for i in $(seq 1 1200); do
+    n=$(netns_alive)
+    [ -z "$n" ] || [ "$n" -le "$max" ] && return 0
+    if [ "$n" = "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
+    [ "$still" -ge 20 ] && return 0
+    sleep 0.1
+  done
+  echo "bench: $n network namespaces still alive after 120 s (expected at most $max)" >&2
+}
+BASE_NETNS=$(netns_alive)
 TAG="rcnib$$"
 NODE="$TAG-node"
 WORK=$(mktemp -d /tmp/rcni-bench.XXXXXX)
@@ -265,6 +285,8 @@ floor() {
 grow() {
   local impl=$1 bindir=$2 masq=$3 idx=$4
   for k in 0 1 2 3; do conf "$impl" "$masq" "$idx" "$k" >"$WORK/g$impl$idx-$k.json"; done
+  # Only the node netns (and what was alive before the benchmark) besides this run's pods.
+  [ -z "$BASE_NETNS" ] || settle $((BASE_NETNS + 1))
   for i in $(seq 1 "$GROWTH"); do ip netns add "$TAG-gp-$i"; done
   ip netns exec "$NODE" "$WORK/grow.sh" "$bindir" "$WORK/g$impl$idx-" "$TAG-gp" "$GROWTH" "$WORK/g$impl$idx"
   for i in $(seq 1 "$GROWTH"); do ip netns del "$TAG-gp-$i"; done
