@@ -178,3 +178,61 @@ fn a_node_with_the_previous_layout_is_cleaned_by_del_and_gc() {
     assert!(rules.contains(&format!("saddr {ip} ")), "{rules}");
     node.call("DEL", &conf, "new", &pod).run().expect_ok();
 }
+
+/// 1100 pods with `ipMasq` on the nftables backend, over three bridges (a bridge takes at
+/// most 1023 ports), through the real bridge and host-local: every ADD succeeds (the previous
+/// layout, one nat base chain per pod, failed from pod 1025 with E2BIG), the ruleset keeps one
+/// base chain whatever the count, each pod has its chain and its verdict-map element, and DEL
+/// takes them all away again.
+#[test]
+fn eleven_hundred_masqueraded_pods_over_three_bridges() {
+    const PODS: usize = 1100;
+    let node = Node::new();
+    let confs: Vec<Value> = (0..3)
+        .map(|k| {
+            let mut c = node.conf("nftables");
+            c["name"] = json!(format!("{NET}{k}"));
+            c["bridge"] = json!(format!("masq{k}"));
+            c["ipam"]["ranges"] = json!([[{"subnet": format!("10.{}.0.0/22", 90 + k)}]]);
+            c
+        })
+        .collect();
+    let pods: Vec<TestNetns> = (0..PODS).map(|_| TestNetns::new("mq")).collect();
+    let mut ips = Vec::with_capacity(PODS);
+    for (i, pod) in pods.iter().enumerate() {
+        let reply = node
+            .call("ADD", &confs[i % 3], &format!("mq-{i}"), pod)
+            .run();
+        ips.push(ip_of(&reply.expect_ok()));
+    }
+    let rules = node.ns.nft_ruleset();
+    assert_eq!(
+        rules.matches("type nat hook postrouting").count(),
+        1,
+        "one nat base chain for {PODS} pods"
+    );
+    assert_eq!(rules.matches("chain m-").count(), PODS, "a chain per pod");
+    let map = node.ns.exec_ok(
+        "nft",
+        &["list", "map", "ip", "rcni_masquerade", "attachments"],
+    );
+    assert_eq!(
+        map.matches(": jump m-").count(),
+        PODS,
+        "a map element per pod"
+    );
+    for ip in &ips {
+        assert!(
+            map.contains(&format!("{ip} : jump m-")),
+            "no element for {ip}"
+        );
+    }
+    for (i, pod) in pods.iter().enumerate() {
+        node.call("DEL", &confs[i % 3], &format!("mq-{i}"), pod)
+            .run()
+            .expect_ok();
+    }
+    let rules = node.ns.nft_ruleset();
+    assert_eq!(rules.matches("chain m-").count(), 0, "{rules}");
+    assert_eq!(rules.matches(": jump").count(), 0, "{rules}");
+}
