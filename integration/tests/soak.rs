@@ -173,7 +173,12 @@ impl Target {
             Target::Flannel => comm == "flannel",
             Target::Bridge => comm == "bridge",
             Target::HostLocal => comm == "host-local",
-            Target::Tool => !matches!(comm, "flannel" | "bridge" | "host-local" | "ip"),
+            // A child between fork and exec still has the name of the test's thread
+            // (`soak_short`, `soak_long`): not a tool yet.
+            Target::Tool => {
+                !matches!(comm, "flannel" | "bridge" | "host-local" | "ip")
+                    && !comm.starts_with("soak")
+            }
         }
     }
 }
@@ -199,8 +204,41 @@ struct Soak {
     /// Running mean of how long a process of each [`Target`] lives (µs), to spread the kill
     /// points over its life.
     life_us: [AtomicU64; 4],
+    /// What a kill may aim at: with the delegates in flannel's process (the multi-call
+    /// layout, `target/bin`), there is no bridge or host-local process to kill, and a kill
+    /// of flannel at a random point of its life lands in their code as often.
+    targets: Vec<Target>,
     stats: Mutex<Stats>,
     failures: Mutex<Vec<String>>,
+}
+
+/// [`Target::ALL`], without the delegates when they run inside flannel's process (this
+/// build's multi-call binary runs a delegate that is the same file in-process), and without
+/// the tools on the nftables backend (netlink, no process).
+fn kill_targets(backend: &str) -> Vec<Target> {
+    let file = |name: &str| std::fs::canonicalize(bin(name)).ok();
+    let in_process = file("flannel").is_some()
+        && ["bridge", "host-local"]
+            .iter()
+            .all(|d| file(d) == file("flannel"));
+    let tools = backend != "nftables";
+    let targets: Vec<Target> = Target::ALL
+        .into_iter()
+        .filter(|t| match t {
+            Target::Flannel => true,
+            Target::Bridge | Target::HostLocal => !in_process,
+            Target::Tool => tools,
+        })
+        .collect();
+    eprintln!(
+        "soak: delegates {}; kills aim at {targets:?}",
+        if in_process {
+            "in flannel's process"
+        } else {
+            "exec'd"
+        }
+    );
+    targets
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -299,7 +337,7 @@ impl Soak {
     fn invoke(&self, call: &Call, rng: &mut Rng) -> (Reply, Option<String>) {
         let plan = rng.chance(self.p.kill).then(|| {
             (
-                Target::ALL[rng.below(4) as usize],
+                self.targets[rng.below(self.targets.len() as u64) as usize],
                 rng.below(1 << 20) as f64 / f64::from(1 << 20),
             )
         });
@@ -692,6 +730,7 @@ fn run_soak(p: Params) {
         next_op: AtomicUsize::new(0),
         // Starting guesses; learnt as the soak runs.
         life_us: [20_000, 15_000, 3_000, 5_000].map(AtomicU64::new),
+        targets: kill_targets(&p.backend),
         stats: Mutex::new(Stats::default()),
         failures: Mutex::new(Vec::new()),
         p: p.clone(),
