@@ -40,27 +40,51 @@ use std::net::IpAddr;
 
 const POSTROUTING: &str = "POSTROUTING";
 
-/// Tools and constants of one address family.
+/// Tools and constants of one address family (masquerade and portmap alike).
 #[derive(Debug, Clone, Copy)]
-struct Family {
-    list_tool: &'static str,
-    restore_tool: &'static str,
-    multicast: &'static str,
-    v6: bool,
+pub(crate) struct Family {
+    pub(crate) list_tool: &'static str,
+    pub(crate) restore_tool: &'static str,
+    pub(crate) multicast: &'static str,
+    pub(crate) v6: bool,
 }
 
-const V4: Family = Family {
+pub(crate) const V4: Family = Family {
     list_tool: "iptables",
     restore_tool: "iptables-restore",
     multicast: "224.0.0.0/4",
     v6: false,
 };
-const V6: Family = Family {
+pub(crate) const V6: Family = Family {
     list_tool: "ip6tables",
     restore_tool: "ip6tables-restore",
     multicast: "ff00::/8",
     v6: true,
 };
+
+/// One `iptables-restore --noflush` of `text` (waiting for the xtables lock).
+pub(crate) fn restore<R: Runner + ?Sized>(
+    runner: &R,
+    fam: Family,
+    text: &str,
+) -> Result<(), Error> {
+    run_ok(runner, fam.restore_tool, &["-w", "--noflush"], Some(text)).map(drop)
+}
+
+/// Families whose tools exist; `ToolNotFound` when none does (cleanup paths only: rules
+/// cannot exist for a family whose tool was never installed).
+pub(crate) fn present_families<R: Runner + ?Sized>(runner: &R) -> Result<Vec<Family>, Error> {
+    let fams: Vec<Family> = [V4, V6]
+        .into_iter()
+        .filter(|f| runner.has(f.list_tool))
+        .collect();
+    if fams.is_empty() {
+        return Err(Error::ToolNotFound {
+            tool: V4.list_tool.to_string(),
+        });
+    }
+    Ok(fams)
+}
 
 /// One `-A CHAIN ...` line of `iptables -S` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,28 +131,11 @@ impl<R: Runner> Iptables<R> {
     }
 
     fn restore(&self, fam: Family, text: &str) -> Result<(), Error> {
-        run_ok(
-            &self.runner,
-            fam.restore_tool,
-            &["-w", "--noflush"],
-            Some(text),
-        )
-        .map(drop)
+        restore(&self.runner, fam, text)
     }
 
-    /// Families whose tools exist; `ToolNotFound` when none does (cleanup paths only:
-    /// rules cannot exist for a family whose tool was never installed).
     fn present_families(&self) -> Result<Vec<Family>, Error> {
-        let fams: Vec<Family> = [V4, V6]
-            .into_iter()
-            .filter(|f| self.runner.has(f.list_tool))
-            .collect();
-        if fams.is_empty() {
-            return Err(Error::ToolNotFound {
-                tool: V4.list_tool.to_string(),
-            });
-        }
-        Ok(fams)
+        present_families(&self.runner)
     }
 
     /// Run `f` for every present family, collecting errors.

@@ -36,9 +36,9 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 
 use super::{Listed, Maker, MarkMasq, PortMapper, Request};
-use crate::iptables::{RuleLine, parse_rules, tokenize};
+use crate::iptables::{Family, RuleLine, V4, V6, parse_rules, tokenize};
 use crate::naming::{parse_reference_comment, reference_dnat_chain};
-use crate::runner::{Runner, SystemRunner, failed, run_ok};
+use crate::runner::{Runner, SystemRunner, failed};
 use crate::{Attachment, Backend, Error};
 
 /// Top-level DNAT chain, jumped to from `PREROUTING` and `OUTPUT` for local destinations.
@@ -62,25 +62,6 @@ const ATTEMPTS: usize = 3;
 /// per network namespace, on purpose: only the slow path takes it, a node keeps its mappings in
 /// one namespace, and iptables-legacy's xtables lock is machine-wide too (see the README).
 pub const LOCK_FILE: &str = "/run/rcni-portmap.lock";
-
-/// Tools of one address family.
-#[derive(Debug, Clone, Copy)]
-struct Family {
-    list_tool: &'static str,
-    restore_tool: &'static str,
-    v6: bool,
-}
-
-const V4: Family = Family {
-    list_tool: "iptables",
-    restore_tool: "iptables-restore",
-    v6: false,
-};
-const V6: Family = Family {
-    list_tool: "ip6tables",
-    restore_tool: "ip6tables-restore",
-    v6: true,
-};
 
 /// The nat table as `iptables -S` showed it.
 #[derive(Debug, Default)]
@@ -185,27 +166,12 @@ impl<R: Runner> Iptables<R> {
     }
 
     fn restore(&self, fam: Family, text: &str) -> Result<(), Error> {
-        run_ok(
-            &self.runner,
-            fam.restore_tool,
-            &["-w", "--noflush"],
-            Some(text),
-        )
-        .map(drop)
+        crate::iptables::restore(&self.runner, fam, text)
     }
 
     /// The families whose tools exist (ToolNotFound when none does).
     fn present(&self) -> Result<Vec<Family>, Error> {
-        let fams: Vec<Family> = [V4, V6]
-            .into_iter()
-            .filter(|f| self.runner.has(f.list_tool))
-            .collect();
-        if fams.is_empty() {
-            return Err(Error::ToolNotFound {
-                tool: V4.list_tool.into(),
-            });
-        }
-        Ok(fams)
+        crate::iptables::present_families(&self.runner)
     }
 
     fn setup_family(&self, fam: Family, req: &Request, addr: IpNetwork) -> Result<(), Error> {
